@@ -156,8 +156,8 @@ def build():
     p.stat("Deliveries/s", f"sum(rate(roomcast_messages_sent_total{{{SEL}}}[$__rate_interval]))", unit="ops")
     p.stat("Nodes up", f'sum(up{{job="roomcast", {SEL}}})', thresholds=red_at_zero,
            description="Nodes Prometheus can scrape.")
-    p.stat("Adapter up (nodes)", f"sum(roomcast_adapter_up{{{SEL}}})", thresholds=red_at_zero,
-           description="Nodes whose adapter (Redis) connection is healthy.")
+    p.stat("Nodes ready", f"sum(roomcast_ready{{{SEL}}})", thresholds=red_at_zero,
+           description="Nodes whose /readyz answers 200: adapter (Redis) up and not draining.")
 
     p.row("Clients")
     p.series("Connections by node", [(f"roomcast_connections{{{SEL}}}", "{{instance}}")], stack=True)
@@ -213,14 +213,19 @@ def build():
         (f'sum by (instance) (rate(roomcast_disconnects_total{{reason="slow_consumer", {SEL}}}[$__rate_interval]))',
          "{{instance}}"),
     ], unit="ops", w=8)
-    p.series("Adapter up by node", [(f"roomcast_adapter_up{{{SEL}}}", "{{instance}}")], w=8)
-    p.series("Adapter publish latency", [
-        (f"histogram_quantile(0.99, sum by (le) (rate(roomcast_adapter_publish_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p99"),
-        (f"histogram_quantile(0.50, sum by (le) (rate(roomcast_adapter_publish_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p50"),
-    ], unit="s")
-    p.series("Adapter reconnects", [
-        (f"sum by (instance) (increase(roomcast_adapter_reconnects_total{{{SEL}}}[$__rate_interval]))", "{{instance}}"),
-    ])
+    p.series("Adapter up and ready by node", [
+        (f"roomcast_adapter_up{{{SEL}}}", "adapter {{instance}}"),
+        (f"roomcast_ready{{{SEL}}}", "ready {{instance}}"),
+    ], w=8, description="adapter: the Redis connection is healthy. ready: /readyz answers 200 (adapter up, not draining).")
+    p.series("Slow-consumer drops / s by policy", [
+        (f"sum by (policy) (rate(roomcast_slow_consumer_drops_total{{{SEL}}}[$__rate_interval]))", "{{policy}}"),
+    ], unit="ops", description="Queued publications dropped (not closed) under the drop_oldest and latest_per_key policies.")
+    p.series("Upgrades refused / s by reason", [
+        (f"sum by (reason) (rate(roomcast_connections_rejected_total{{{SEL}}}[$__rate_interval]))", "{{reason}}"),
+    ], unit="ops", description="Connection limit, connection rate, bad Origin, unknown subprotocol, ...")
+    p.series("Command errors / s by code", [
+        (f"sum by (code) (rate(roomcast_command_errors_total{{{SEL}}}[$__rate_interval]))", "{{code}}"),
+    ], unit="ops", description="error replies to client commands (bad_request, forbidden, too_many_requests, ...)")
 
     p.row("gRPC control plane")
     p.series("gRPC requests / s by method", [
