@@ -1,1 +1,326 @@
+//! Roomcast gateway node: terminates WebSockets, indexes rooms, fans
+//! publications out, and serves the gRPC control plane and metrics.
+//!
+//! `main.rs` turns flags into a [`Config`] and signals into a shutdown
+//! future; [`run`] does everything else.
 
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod hub;
+pub mod metrics;
+pub mod outbound;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod ws;
+
+pub use config::Config;
+
+use crate::auth::Authenticator;
+use crate::config::AdapterKind;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use parking_lot::Mutex;
+use roomcast_adapter::{Adapter, MemoryAdapter};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Why the node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The adapter could not start.
+    #[error("adapter: {0}")]
+    Adapter(#[from] roomcast_adapter::AdapterError),
+    /// Bad configuration found while starting.
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// The gRPC server failed.
+    #[error("grpc: {0}")]
+    Grpc(String),
+}
+
+/// State shared by every part of a node.
+pub struct Node {
+    /// The configuration.
+    pub config: Config,
+    /// Local room index.
+    pub hub: Arc<Hub>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Metrics registry for `/metrics`.
+    pub registry: prometheus_client::registry::Registry,
+    /// JWT verification, when auth is on.
+    pub auth: Option<Authenticator>,
+    /// Sessions open or being opened, for `max_connections`.
+    pub open_sessions: AtomicUsize,
+    session_ids: AtomicU64,
+    draining: watch::Sender<bool>,
+    adapter_up: watch::Receiver<bool>,
+    connect_budget: Mutex<(f64, Instant)>,
+}
+
+impl Node {
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.session_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Resolves to true once the node is draining.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Accepting sessions and the adapter is up.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && *self.adapter_up.borrow()
+    }
+
+    /// Takes one token from the new-connection budget.
+    pub fn allow_new_connection(&self) -> bool {
+        let rate = self.config.connection_rate as f64;
+        if rate == 0.0 {
+            return true;
+        }
+        let mut b = self.connect_budget.lock();
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Static files served at `path`, if any.
+pub fn static_asset(node: &Node, path: &str) -> Option<(&'static str, &'static [u8])> {
+    if !node.config.demo {
+        return None;
+    }
+    demo_asset(path)
+}
+
+fn demo_asset(_path: &str) -> Option<(&'static str, &'static [u8])> {
+    None
+}
+
+async fn build_adapter(config: &Config) -> Result<Arc<dyn Adapter>, RunError> {
+    match config.adapter {
+        AdapterKind::Memory => Ok(Arc::new(MemoryAdapter::new(config.node_id.clone()))),
+        AdapterKind::Redis => Err(RunError::Config(config::ConfigError::Invalid {
+            key: "adapter".into(),
+            reason: "this build has no redis adapter".into(),
+        })),
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { what, addr, source })
+}
+
+/// Runs a node until `shutdown` resolves, then drains: `/readyz` turns 503,
+/// every session is closed with 1001, and the call returns once they are
+/// gone or `drain_timeout` passed.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let http = bind("http", config.listen).await?;
+    let grpc = bind("grpc", config.grpc_listen).await?;
+    let http_addr = http.local_addr().map_err(|source| RunError::Bind {
+        what: "http",
+        addr: config.listen,
+        source,
+    })?;
+    let grpc_addr = grpc.local_addr().map_err(|source| RunError::Bind {
+        what: "grpc",
+        addr: config.grpc_listen,
+        source,
+    })?;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let adapter = build_adapter(&config).await?;
+    let auth = config.jwt.as_ref().map(Authenticator::new).transpose()?;
+    let hub = Arc::new(Hub::new(
+        config.node_id.clone(),
+        adapter.clone(),
+        metrics.clone(),
+        config.namespaces.clone(),
+    ));
+    let _ = hub
+        .addresses
+        .set((advertised(http_addr), advertised(grpc_addr)));
+    adapter.start(hub.clone()).await?;
+
+    let (draining, _) = watch::channel(false);
+    let node = Arc::new(Node {
+        adapter_up: adapter.health(),
+        hub,
+        metrics: metrics.clone(),
+        registry,
+        auth,
+        open_sessions: AtomicUsize::new(0),
+        session_ids: AtomicU64::new(1),
+        draining,
+        connect_budget: Mutex::new((config.connection_rate as f64, Instant::now())),
+        config,
+    });
+
+    // Keep the adapter/readiness gauges in step with the adapter's health.
+    let mut health = adapter.health();
+    let mut drain_rx = node.draining();
+    let gauges = node.clone();
+    tokio::spawn(async move {
+        loop {
+            let up = *health.borrow_and_update();
+            gauges.metrics.adapter_up.set(up as i64);
+            gauges.metrics.ready.set(gauges.is_ready() as i64);
+            tokio::select! {
+                r = health.changed() => if r.is_err() { return },
+                _ = drain_rx.changed() => {}
+            }
+        }
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http_task = tokio::spawn(server::serve(node.clone(), http, stop_rx.clone()));
+    let grpc_task = tokio::spawn(serve_grpc(node.clone(), grpc, stop_rx.clone()));
+    tracing::info!(
+        node = %node.config.node_id,
+        http = %http_addr,
+        grpc = %grpc_addr,
+        adapter = ?node.config.adapter,
+        "roomcast node started"
+    );
+
+    shutdown.await;
+    tracing::info!("draining: closing sessions with 1001");
+    node.draining.send_replace(true);
+    node.metrics.ready.set(0);
+    let deadline = Instant::now() + node.config.drain_timeout;
+    while node.metrics.connections.get() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = node.metrics.connections.get();
+    if left > 0 {
+        tracing::warn!(left, "drain timeout passed with sessions still open");
+    }
+    stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), grpc_task).await;
+    node.hub.adapter().shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves once the flag behind `rx` is true (or its sender is gone).
+pub async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+fn advertised(addr: SocketAddr) -> String {
+    addr.to_string()
+}
+
+async fn serve_grpc(
+    node: Arc<Node>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    use roomcast_proto::v1::control_server::ControlServer;
+    let (mut reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<ControlServer<control::ControlService>>()
+        .await;
+    let check = control::TokenCheck::new(node.config.grpc_token.as_deref());
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(roomcast_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RunError::Grpc(e.to_string()))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(roomcast_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| RunError::Grpc(e.to_string()))?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &node.config.grpc_tls {
+        let read = |p: &std::path::Path, key: &'static str| {
+            std::fs::read(p).map_err(|e| {
+                RunError::Config(config::ConfigError::Invalid {
+                    key: key.into(),
+                    reason: format!("cannot read {}: {e}", p.display()),
+                })
+            })
+        };
+        let identity = tonic::transport::Identity::from_pem(
+            read(cert, "grpc_tls_cert")?,
+            read(key, "grpc_tls_key")?,
+        );
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| RunError::Grpc(e.to_string()))?;
+    }
+    // While draining, health checks report NOT_SERVING.
+    let mut drain = node.draining();
+    let health_node = node.clone();
+    tokio::spawn(async move {
+        if {
+            crate::wait_true(&mut drain).await;
+            true
+        } {
+            let _ = &health_node;
+            reporter
+                .set_not_serving::<ControlServer<control::ControlService>>()
+                .await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    });
+    let control =
+        ControlServer::with_interceptor(control::ControlService::new(node.clone()), check.clone());
+    builder
+        .add_service(health)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection,
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection_alpha,
+            check,
+        ))
+        .add_service(control)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                crate::wait_true(&mut stop).await;
+            },
+        )
+        .await
+        .map_err(|e| RunError::Grpc(e.to_string()))
+}

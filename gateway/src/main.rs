@@ -1,1 +1,58 @@
-fn main() {}
+//! The `roomcast` binary: flags and config into a [`gateway::Config`],
+//! SIGTERM/SIGINT into the shutdown future, everything else in [`gateway::run`].
+
+use gateway::config::LogFormat;
+use std::process::ExitCode;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn main() -> ExitCode {
+    let config = match gateway::Config::load(std::env::args_os()) {
+        Err(clap_error) => clap_error.exit(),
+        Ok(Err(e)) => {
+            eprintln!("roomcast: {e}");
+            return ExitCode::from(2);
+        }
+        Ok(Ok(c)) => c,
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("roomcast: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(gateway::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomcast: {e}");
+            ExitCode::from(match e {
+                gateway::RunError::Config(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! A session's outbound queue: bounded in bytes, shared frames only.
+//!
+//! The hub pushes pre-built frames (`Bytes` shared with every other
+//! subscriber: a refcount, never a copy); the session's writer takes them in
+//! batches and writes each batch with one vectored write. When the queue is
+//! full the room's overflow policy decides: close the session (4008), drop
+//! the oldest queued publications, or keep only the newest per key.
+
+use crate::config::OverflowPolicy;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// One queued frame.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// The complete WebSocket frame.
+    pub frame: Bytes,
+    /// When its publication was accepted (µs since the Unix epoch); 0 for
+    /// replies, which are not publications.
+    pub accepted_us: i64,
+    /// For `latest_per_key`: a newer frame with the same key replaces this one.
+    pub key: Option<Arc<str>>,
+}
+
+impl Outbound {
+    /// A reply or other frame that is never dropped by a policy.
+    pub fn reply(frame: Bytes) -> Self {
+        Self {
+            frame,
+            accepted_us: 0,
+            key: None,
+        }
+    }
+
+    fn droppable(&self) -> bool {
+        self.accepted_us != 0
+    }
+}
+
+/// Work for the session task that does not come from its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Subscribe to a room (gRPC `Subscribe`).
+    Subscribe(String),
+    /// Unsubscribe from a room (gRPC `Unsubscribe`).
+    Unsubscribe(String),
+    /// Close with this code and reason (gRPC `Disconnect`).
+    Close(u16, String),
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// Queued after dropping this many older publications.
+    QueuedDropping(usize),
+    /// Replaced a queued frame with the same key.
+    Replaced,
+    /// Did not fit: the session must close as a slow consumer.
+    Overflow,
+    /// The session is closing; nothing is queued any more.
+    Closed,
+}
+
+#[derive(Default)]
+struct Inner {
+    items: VecDeque<Outbound>,
+    /// Bytes queued plus bytes taken by the writer and not yet written.
+    bytes: usize,
+    overflowed: bool,
+    closed: bool,
+    controls: Vec<Control>,
+}
+
+/// The queue.
+pub struct OutboundQueue {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    limit: usize,
+}
+
+impl OutboundQueue {
+    /// A queue holding at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            limit,
+        }
+    }
+
+    /// Queues a frame, applying `policy` when it does not fit.
+    pub fn push(&self, item: Outbound, policy: OverflowPolicy) -> Pushed {
+        let len = item.frame.len();
+        let mut q = self.inner.lock();
+        if q.closed || q.overflowed {
+            return Pushed::Closed;
+        }
+        if policy == OverflowPolicy::LatestPerKey {
+            if let Some(key) = &item.key {
+                if let Some(old) = q.items.iter_mut().find(|o| o.key.as_ref() == Some(key)) {
+                    let old_len = old.frame.len();
+                    *old = item;
+                    q.bytes = q.bytes - old_len + len;
+                    return Pushed::Replaced;
+                }
+            }
+        }
+        let mut dropped = 0;
+        if q.bytes + len > self.limit {
+            if policy != OverflowPolicy::Disconnect && item.droppable() {
+                while q.bytes + len > self.limit {
+                    let Some(pos) = q.items.iter().position(Outbound::droppable) else {
+                        break;
+                    };
+                    let old = q.items.remove(pos).expect("position is in range");
+                    q.bytes -= old.frame.len();
+                    dropped += 1;
+                }
+            }
+            if q.bytes + len > self.limit {
+                q.overflowed = true;
+                drop(q);
+                self.notify.notify_one();
+                return Pushed::Overflow;
+            }
+        }
+        let was_empty = q.items.is_empty();
+        q.bytes += len;
+        q.items.push_back(item);
+        drop(q);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        if dropped > 0 {
+            Pushed::QueuedDropping(dropped)
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    /// Queues work for the session task.
+    pub fn control(&self, c: Control) -> bool {
+        let mut q = self.inner.lock();
+        if q.closed {
+            return false;
+        }
+        q.controls.push(c);
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Moves every queued frame to `out`; their bytes still count until
+    /// [`OutboundQueue::written`].
+    pub fn take(&self, out: &mut VecDeque<Outbound>) {
+        let mut q = self.inner.lock();
+        if out.is_empty() {
+            std::mem::swap(out, &mut q.items);
+        } else {
+            out.extend(q.items.drain(..));
+        }
+    }
+
+    /// Takes pending control work.
+    pub fn take_controls(&self) -> Vec<Control> {
+        std::mem::take(&mut self.inner.lock().controls)
+    }
+
+    /// The writer wrote `n` bytes of taken frames.
+    pub fn written(&self, n: usize) {
+        let mut q = self.inner.lock();
+        q.bytes = q.bytes.saturating_sub(n);
+    }
+
+    /// Whether a push overflowed (the session must close with 4008).
+    pub fn overflowed(&self) -> bool {
+        self.inner.lock().overflowed
+    }
+
+    /// Stops accepting frames and drops what is queued.
+    pub fn close(&self) {
+        let mut q = self.inner.lock();
+        q.closed = true;
+        q.items.clear();
+        q.controls.clear();
+    }
+
+    /// Resolves when something was pushed to an empty queue, a control
+    /// arrived, or the queue overflowed.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publication(n: usize, key: &str) -> Outbound {
+        Outbound {
+            frame: Bytes::from(vec![b'x'; n]),
+            accepted_us: 1,
+            key: Some(key.into()),
+        }
+    }
+
+    #[test]
+    fn disconnect_policy_overflows() {
+        let q = OutboundQueue::new(100);
+        assert_eq!(
+            q.push(publication(60, "a"), OverflowPolicy::Disconnect),
+            Pushed::Queued
+        );
+        assert_eq!(
+            q.push(publication(60, "b"), OverflowPolicy::Disconnect),
+            Pushed::Overflow
+        );
+        assert!(q.overflowed());
+        assert_eq!(
+            q.push(publication(1, "c"), OverflowPolicy::Disconnect),
+            Pushed::Closed
+        );
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest() {
+        let q = OutboundQueue::new(100);
+        q.push(
+            Outbound::reply(Bytes::from_static(b"reply")),
+            OverflowPolicy::DropOldest,
+        );
+        for i in 0..10 {
+            q.push(publication(30, &i.to_string()), OverflowPolicy::DropOldest);
+        }
+        let mut out = VecDeque::new();
+        q.take(&mut out);
+        assert_eq!(&out[0].frame[..], b"reply", "replies are never dropped");
+        assert_eq!(out.len(), 4);
+        assert_eq!(out.back().unwrap().key.as_deref(), Some("9"));
+        assert!(!q.overflowed());
+    }
+
+    #[test]
+    fn latest_per_key_replaces_in_place() {
+        let q = OutboundQueue::new(1000);
+        q.push(publication(10, "AAPL"), OverflowPolicy::LatestPerKey);
+        q.push(publication(10, "MSFT"), OverflowPolicy::LatestPerKey);
+        assert_eq!(
+            q.push(publication(12, "AAPL"), OverflowPolicy::LatestPerKey),
+            Pushed::Replaced
+        );
+        let mut out = VecDeque::new();
+        q.take(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].frame.len(), 12);
+    }
+
+    #[test]
+    fn bytes_count_until_written() {
+        let q = OutboundQueue::new(100);
+        q.push(publication(80, "a"), OverflowPolicy::Disconnect);
+        let mut out = VecDeque::new();
+        q.take(&mut out);
+        assert_eq!(
+            q.push(publication(30, "b"), OverflowPolicy::Disconnect),
+            Pushed::Overflow
+        );
+        let q = OutboundQueue::new(100);
+        q.push(publication(80, "a"), OverflowPolicy::Disconnect);
+        q.take(&mut out);
+        q.written(80);
+        assert_eq!(
+            q.push(publication(30, "b"), OverflowPolicy::Disconnect),
+            Pushed::Queued
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! The HTTP listener: connection accounting, routes, and the WebSocket
+//! upgrade. Every refusal happens before the upgrade, with a status code and
+//! a metric.
+
+use crate::protocol::Subprotocol;
+use crate::session::{self, Mode, Start};
+use crate::Node;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Accepts connections until `stop` turns true.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = crate::wait_true(&mut stop) => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(5);
+                let node = node.clone();
+                tokio::spawn(connection(node, stream));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed; backing off {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn connection(node: Arc<Node>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(stream);
+    let mut draining = node.draining();
+    let svc_node = node.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let node = svc_node.clone();
+        async move { Ok::<_, Infallible>(route(node, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(node.config.handshake_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "http connection ended");
+            }
+        }
+        _ = crate::wait_true(&mut draining) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}
+
+async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if node.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else if node.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "adapter down\n")
+            }
+        }
+        "/metrics" => {
+            let mut out = String::new();
+            if prometheus_client::encoding::text::encode(&mut out, &node.registry).is_err() {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n");
+            }
+            let mut r = text(StatusCode::OK, out);
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            r
+        }
+        "/ws" => upgrade(node, req, Mode::Roomcast),
+        "/echo" if node.config.echo => upgrade(node, req, Mode::Echo),
+        path => match crate::static_asset(&node, path) {
+            Some((content_type, body)) => {
+                let mut r = Response::new(Full::new(Bytes::from_static(body)));
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                r
+            }
+            None if path == "/" => text(
+                StatusCode::OK,
+                "Roomcast node. WebSocket: /ws (subprotocols roomcast.v1.json, roomcast.v1.proto). \
+                 Metrics: /metrics. Run with --demo for the demo page.\n",
+            ),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
+    }
+}
+
+/// A slot in the node's connection budget, given back when dropped.
+pub struct ConnectionSlot(Arc<Node>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open_sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn token_param(req: &Request<Incoming>) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "token").then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn refuse(node: &Node, status: StatusCode, reason: &'static str, body: &str) -> Response<Body> {
+    node.metrics.reject(reason);
+    text(status, format!("{body}\n"))
+}
+
+fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, mode: Mode) -> Response<Body> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return refuse(
+            &node,
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_handshake",
+            "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+        );
+    }
+    if node.is_draining() {
+        return refuse(
+            &node,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "node draining; connect to another node",
+        );
+    }
+    if !node.config.allowed_origins.is_empty() {
+        let origin = req.headers().get("origin").and_then(|o| o.to_str().ok());
+        let allowed = origin.is_some_and(|o| node.config.allowed_origins.iter().any(|a| a == o));
+        if !allowed {
+            return refuse(&node, StatusCode::FORBIDDEN, "origin", "origin not allowed");
+        }
+    }
+    let offered = req
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let negotiated = match mode {
+        Mode::Echo => None,
+        Mode::Roomcast => match Subprotocol::negotiate(offered) {
+            Ok(p) => p,
+            Err(()) => {
+                return refuse(
+                    &node,
+                    StatusCode::BAD_REQUEST,
+                    "subprotocol",
+                    "unsupported subprotocol; offer roomcast.v1.json or roomcast.v1.proto",
+                );
+            }
+        },
+    };
+    let max = node.config.max_connections;
+    let open = node.open_sessions.fetch_add(1, Ordering::AcqRel) + 1;
+    let slot = ConnectionSlot(node.clone());
+    if max > 0 && open > max {
+        let mut r = refuse(
+            &node,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "max_connections",
+            "node at its connection limit; try another node",
+        );
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    }
+    if !node.allow_new_connection() {
+        let mut r = refuse(
+            &node,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection_rate",
+            "too many new connections; retry shortly",
+        );
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    let (grant, bad_token) = match (&node.auth, token_param(&req)) {
+        (Some(auth), Some(t)) if mode == Mode::Roomcast => match auth.verify(&t) {
+            Ok(g) => (Some(g), false),
+            Err(_) => (None, true),
+        },
+        _ => (None, false),
+    };
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(x) => x,
+        Err(e) => {
+            return refuse(
+                &node,
+                StatusCode::BAD_REQUEST,
+                "bad_handshake",
+                &format!("bad WebSocket handshake: {e}"),
+            )
+        }
+    };
+    let proto = negotiated.unwrap_or(Subprotocol::Json);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let ws = match fut.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let upgraded = ws.into_inner().into_inner();
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::error!("upgraded connection is not a TCP stream");
+                return;
+            }
+        };
+        let start = Start {
+            stream: parts.io.into_inner(),
+            read_ahead: parts.read_buf,
+            mode,
+            proto,
+            grant,
+            bad_token,
+        };
+        session::run(node, start).await;
+    });
+    let (parts, _) = response.into_parts();
+    let mut r = Response::from_parts(parts, Full::new(Bytes::new()));
+    if let Some(p) = negotiated {
+        r.headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static(p.name()));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("a%2Eb%2e+c"), "a.b. c");
+        assert_eq!(super::percent_decode("100%"), "100%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+    }
+}

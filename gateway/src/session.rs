@@ -1,0 +1,908 @@
+//! One task per WebSocket session: a single `select!` over reading, the
+//! outbound queue, the heartbeat and other timers, and node shutdown.
+//!
+//! The task owns the raw `TcpStream` and uses readiness (`readable`,
+//! `writable`, `try_read`, `try_write_vectored`), so no buffer is held while
+//! the session is idle and everything queued is written with one vectored
+//! write. Control frames (pong, ping, close) go out before queued data, never
+//! behind a backlog, but never inside a frame already half written.
+
+use crate::auth::Grant;
+use crate::config::OverflowPolicy;
+use crate::outbound::{Control, Outbound, OutboundQueue};
+use crate::protocol::{Command, CommandError, CommandKind, ErrorCode, ServerEvent, Subprotocol};
+use crate::ws::frame::{self, FrameReader, Message, OpCode};
+use crate::Node;
+use bytes::{Bytes, BytesMut};
+use roomcast_adapter::{ClientInfo, NodeReply, NodeRequest, PresenceEvent, PublishRequest};
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, IoSlice};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Most frames written by one vectored write.
+const MAX_IOV: usize = 64;
+/// Read size when nothing better is known.
+const READ_CHUNK: usize = 4096;
+/// After sending our close frame, how long we wait for the client's.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What the rest of the node knows about a session.
+pub struct SessionShared {
+    /// Node-local id.
+    pub id: u64,
+    /// Cluster-wide client id.
+    pub client_id: String,
+    user: OnceLock<String>,
+    /// Negotiated subprotocol.
+    pub proto: Subprotocol,
+    /// Outbound frames and control work.
+    pub queue: OutboundQueue,
+}
+
+impl SessionShared {
+    /// A new session.
+    pub fn new(id: u64, proto: Subprotocol, queue_limit: usize) -> Self {
+        Self {
+            id,
+            client_id: uuid::Uuid::new_v4().to_string(),
+            user: OnceLock::new(),
+            proto,
+            queue: OutboundQueue::new(queue_limit),
+        }
+    }
+
+    /// The authenticated user, "" when anonymous.
+    pub fn user(&self) -> &str {
+        self.user.get().map_or("", String::as_str)
+    }
+
+    /// How presence shows this session.
+    pub fn info(&self, node: &str) -> ClientInfo {
+        ClientInfo {
+            client_id: self.client_id.clone(),
+            user: self.user().to_owned(),
+            node: node.to_owned(),
+        }
+    }
+}
+
+/// What the session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The roomcast.v1 protocol.
+    Roomcast,
+    /// Raw echo (`/echo`).
+    Echo,
+}
+
+/// Why a session ends: close code, reason text, metric label.
+#[derive(Debug, Clone)]
+struct Close {
+    code: u16,
+    reason: String,
+    label: &'static str,
+    /// Queued data is still sent before the close frame.
+    flush: bool,
+}
+
+impl Close {
+    fn new(code: u16, reason: impl Into<String>, label: &'static str) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            label,
+            flush: false,
+        }
+    }
+}
+
+/// Checks a room name: 1 to 200 bytes of `[A-Za-z0-9_.:@/-]`.
+pub fn valid_room(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= 200
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:@/-".contains(&b))
+}
+
+/// A token bucket: `rate` per second, bursts of `rate`.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: rate as f64,
+            tokens: rate as f64,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Everything a session starts with, decided during the HTTP upgrade.
+pub struct Start {
+    /// The upgraded connection.
+    pub stream: TcpStream,
+    /// Bytes the HTTP layer read past the request.
+    pub read_ahead: Bytes,
+    /// Protocol or echo.
+    pub mode: Mode,
+    /// Subprotocol.
+    pub proto: Subprotocol,
+    /// Grant from a `token` query parameter, if valid.
+    pub grant: Option<Grant>,
+    /// A `token` query parameter was given and refused.
+    pub bad_token: bool,
+}
+
+struct Session {
+    node: Arc<Node>,
+    shared: Arc<SessionShared>,
+    stream: TcpStream,
+    mode: Mode,
+    reader: FrameReader,
+    rbuf: BytesMut,
+    /// Data frames taken from the queue, not yet fully written.
+    data: VecDeque<Outbound>,
+    data_written: usize,
+    /// Control frames, written before `data` (after a half-written frame).
+    ctrl: VecDeque<Bytes>,
+    ctrl_written: usize,
+    rooms: HashSet<String>,
+    grant: Option<Grant>,
+    connected: bool,
+    ping_sent: Option<Instant>,
+    next_ping: Instant,
+    auth_deadline: Option<Instant>,
+    expires: Option<Instant>,
+    rate: RateLimit,
+    /// Sending our close frame; then waiting for the client's.
+    closing: Option<Close>,
+    client_closed: bool,
+}
+
+/// Runs a session to its end.
+pub async fn run(node: Arc<Node>, start: Start) {
+    let id = node.next_session_id();
+    let shared = Arc::new(SessionShared::new(
+        id,
+        start.proto,
+        node.config.max_queue_bytes,
+    ));
+    let now = Instant::now();
+    let auth_required = node.auth.is_some() && start.mode == Mode::Roomcast;
+    let mut s = Session {
+        reader: FrameReader::new(node.config.max_message_bytes),
+        rbuf: BytesMut::from(&start.read_ahead[..]),
+        data: VecDeque::new(),
+        data_written: 0,
+        ctrl: VecDeque::new(),
+        ctrl_written: 0,
+        rooms: HashSet::new(),
+        connected: false,
+        ping_sent: None,
+        next_ping: now + node.config.ping_interval,
+        auth_deadline: (auth_required && start.grant.is_none())
+            .then(|| now + node.config.connect_timeout),
+        expires: None,
+        rate: RateLimit::new(node.config.command_rate),
+        closing: None,
+        client_closed: false,
+        grant: None,
+        mode: start.mode,
+        stream: start.stream,
+        shared,
+        node,
+    };
+    if let Some(g) = start.grant {
+        s.authenticate(g);
+    }
+    s.node.metrics.connections.inc();
+    s.node.metrics.connections_accepted.inc();
+    s.node.hub.add_session(s.shared.clone());
+    let label = if start.bad_token {
+        s.begin_close(Close::new(4001, "invalid token", "unauthorized"));
+        s.finish().await
+    } else {
+        s.main_loop().await
+    };
+    s.node.metrics.disconnect(label);
+    if label == "ping_timeout" {
+        s.node.metrics.ping_timeouts.inc();
+    }
+    s.cleanup().await;
+    s.node.metrics.connections.dec();
+}
+
+impl Session {
+    fn authenticate(&mut self, g: Grant) {
+        let _ = self.shared.user.set(g.user.clone());
+        self.expires = g.expires_at.map(|exp| {
+            let now_unix = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            Instant::now() + Duration::from_secs(exp.saturating_sub(now_unix))
+        });
+        self.auth_deadline = None;
+        self.grant = Some(g);
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut d = match self.ping_sent {
+            Some(sent) => sent + self.node.config.ping_timeout,
+            None => self.next_ping,
+        };
+        for t in [self.auth_deadline, self.expires].into_iter().flatten() {
+            d = d.min(t);
+        }
+        d
+    }
+
+    fn has_output(&self) -> bool {
+        !self.ctrl.is_empty() || !self.data.is_empty()
+    }
+
+    /// Returns the disconnect label.
+    async fn main_loop(&mut self) -> &'static str {
+        let mut draining = self.node.draining();
+        let timer = tokio::time::sleep_until(self.next_deadline());
+        tokio::pin!(timer);
+        // Bytes the HTTP layer read ahead may already hold frames.
+        if !self.rbuf.is_empty() {
+            if let Err(close) = self.process_input().await {
+                self.begin_close(close);
+            }
+        }
+        loop {
+            if self.closing.is_some() {
+                return self.finish().await;
+            }
+            if self.data.is_empty() {
+                self.shared.queue.take(&mut self.data);
+                if self.data.capacity() > 256 && self.data.is_empty() {
+                    self.data = VecDeque::new();
+                }
+            }
+            if self.shared.queue.overflowed() {
+                self.begin_close(Close::new(4008, "slow consumer", "slow_consumer"));
+                continue;
+            }
+            if self.has_output() {
+                match self.write_some() {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return "client_gone",
+                }
+            }
+            let want_write = self.has_output();
+            let deadline = self.next_deadline();
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            tokio::select! {
+                biased;
+                _ = crate::wait_true(&mut draining) => {
+                    let mut c = Close::new(1001, "node draining", "draining");
+                    c.flush = true;
+                    self.begin_close(c);
+                }
+                r = self.stream.readable() => {
+                    if r.is_err() {
+                        return "client_gone";
+                    }
+                    match self.read_some() {
+                        Ok(true) => {}
+                        Ok(false) => return "client_gone",
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(_) => return "client_gone",
+                    }
+                    if let Err(close) = self.process_input().await {
+                        self.begin_close(close);
+                    }
+                }
+                _ = self.shared.queue.notified(), if !want_write => {
+                    for c in self.shared.queue.take_controls() {
+                        self.control(c).await;
+                    }
+                }
+                r = self.stream.writable(), if want_write => {
+                    if r.is_err() {
+                        return "client_gone";
+                    }
+                }
+                _ = &mut timer => self.on_timer(),
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.expires.is_some_and(|t| now >= t) {
+            self.begin_close(Close::new(4001, "token expired", "unauthorized"));
+        } else if self.auth_deadline.is_some_and(|t| now >= t) {
+            self.begin_close(Close::new(
+                4001,
+                "not authenticated in time",
+                "unauthorized",
+            ));
+        } else if let Some(sent) = self.ping_sent {
+            if now >= sent + self.node.config.ping_timeout {
+                self.begin_close(Close::new(4009, "ping timeout", "ping_timeout"));
+            }
+        } else if now >= self.next_ping {
+            self.ctrl.push_back(frame::encode(OpCode::Ping, b""));
+            self.ping_sent = Some(now);
+            self.next_ping = now + self.node.config.ping_interval;
+        }
+    }
+
+    /// Reads what is available. `Ok(false)` on end of stream.
+    fn read_some(&mut self) -> io::Result<bool> {
+        let want = self.reader_hint().clamp(READ_CHUNK, 64 * 1024);
+        self.rbuf.reserve(want);
+        let n = self.stream.try_read_buf(&mut self.rbuf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        // Anything at all from the client answers an outstanding ping.
+        self.ping_sent = None;
+        Ok(true)
+    }
+
+    fn reader_hint(&self) -> usize {
+        READ_CHUNK
+    }
+
+    /// Handles every complete message in the read buffer.
+    async fn process_input(&mut self) -> Result<(), Close> {
+        let mut hint = 0;
+        loop {
+            let msg = match self.reader.next(&mut self.rbuf, &mut hint) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Close::new(e.close_code(), e.to_string(), e.metric_reason()));
+                }
+            };
+            match msg {
+                Message::Ping(p) => self.ctrl.push_back(frame::encode(OpCode::Pong, &p)),
+                Message::Pong(_) => {}
+                Message::Close(c) => {
+                    self.client_closed = true;
+                    let code = c.as_ref().map_or(1000, |(code, _)| *code);
+                    self.begin_close(Close::new(code, "", "normal"));
+                    return Ok(());
+                }
+                Message::Text(t) => self.on_message(t, true).await?,
+                Message::Binary(b) => self.on_message(b, false).await?,
+            }
+            if self.closing.is_some() {
+                break;
+            }
+        }
+        if self.rbuf.is_empty() {
+            // Idle sessions hold no read buffer.
+            self.rbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), Close> {
+        self.node.metrics.messages_received.inc();
+        if self.mode == Mode::Echo {
+            let op = if text { OpCode::Text } else { OpCode::Binary };
+            self.reply_frame(frame::encode(op, &payload));
+            return Ok(());
+        }
+        let proto = self.shared.proto;
+        if text != (proto == Subprotocol::Json) {
+            return Err(Close::new(
+                1003,
+                if text {
+                    "text frame on roomcast.v1.proto"
+                } else {
+                    "binary frame on roomcast.v1.json"
+                },
+                "unsupported_data",
+            ));
+        }
+        if !self.rate.allow(Instant::now()) {
+            let id = proto.decode(&payload).map(|c| c.id).unwrap_or(0);
+            self.error(
+                id,
+                ErrorCode::TooManyRequests,
+                "command rate limit exceeded",
+            );
+            return Ok(());
+        }
+        match proto.decode(&payload) {
+            Ok(cmd) => self.command(cmd).await,
+            Err(CommandError { id, code, message }) => {
+                if self.auth_deadline.is_some() {
+                    return Err(Close::new(
+                        4001,
+                        "the first command must be connect",
+                        "unauthorized",
+                    ));
+                }
+                self.error(id, code, &message);
+                Ok(())
+            }
+        }
+    }
+
+    fn reply_frame(&mut self, f: Bytes) {
+        self.shared
+            .queue
+            .push(Outbound::reply(f), OverflowPolicy::Disconnect);
+    }
+
+    fn reply(&mut self, id: u64, event: &ServerEvent<'_>) {
+        if id != 0 {
+            let f = self.shared.proto.encode(id, event);
+            self.reply_frame(f);
+        }
+    }
+
+    fn error(&mut self, id: u64, code: ErrorCode, message: &str) {
+        self.node
+            .metrics
+            .command_errors
+            .get_or_create(&crate::metrics::CodeLabel {
+                code: code.as_str(),
+            })
+            .inc();
+        let f = self
+            .shared
+            .proto
+            .encode(id, &ServerEvent::Error { code, message });
+        self.reply_frame(f);
+    }
+
+    async fn command(&mut self, cmd: Command) -> Result<(), Close> {
+        let id = cmd.id;
+        if self.auth_deadline.is_some() && !matches!(cmd.kind, CommandKind::Connect { .. }) {
+            return Err(Close::new(
+                4001,
+                "the first command must be connect",
+                "unauthorized",
+            ));
+        }
+        match cmd.kind {
+            CommandKind::Connect { token, client: _ } => {
+                if self.connected {
+                    self.error(id, ErrorCode::BadRequest, "already connected");
+                    return Ok(());
+                }
+                if let Some(auth) = &self.node.auth {
+                    if self.grant.is_none() || !token.is_empty() {
+                        match auth.verify(&token) {
+                            Ok(g) => self.authenticate(g),
+                            Err(e) => return Err(Close::new(4001, e.to_string(), "unauthorized")),
+                        }
+                    }
+                }
+                self.connected = true;
+                let ping_interval_ms = self.node.config.ping_interval.as_millis() as u64;
+                let shared = self.shared.clone();
+                let node = self.node.clone();
+                self.reply(
+                    id,
+                    &ServerEvent::Connected {
+                        client_id: &shared.client_id,
+                        node: node.hub.node_id(),
+                        ping_interval_ms,
+                    },
+                );
+            }
+            CommandKind::Subscribe { room, since } => {
+                if let Err((code, msg)) = self.check_room(&room, |g, r| g.may_subscribe(r)) {
+                    self.error(id, code, &msg);
+                    return Ok(());
+                }
+                if self.rooms.contains(&room) {
+                    self.error(id, ErrorCode::BadRequest, "already subscribed");
+                    return Ok(());
+                }
+                if self.rooms.len() >= self.node.config.max_rooms_per_session {
+                    let msg = format!(
+                        "at most {} rooms per session",
+                        self.node.config.max_rooms_per_session
+                    );
+                    self.error(id, ErrorCode::TooManyRequests, &msg);
+                    return Ok(());
+                }
+                self.subscribe(room, since, id).await;
+            }
+            CommandKind::Unsubscribe { room } => {
+                if !self.rooms.contains(&room) {
+                    self.error(id, ErrorCode::NotFound, "not subscribed");
+                    return Ok(());
+                }
+                self.unsubscribe(&room).await;
+                self.reply(id, &ServerEvent::Unsubscribed { room: &room });
+            }
+            CommandKind::Publish { room, event, data } => {
+                if let Err((code, msg)) = self.check_room(&room, |g, r| g.may_publish(r)) {
+                    self.error(id, code, &msg);
+                    return Ok(());
+                }
+                let ns = self.node.hub.namespaces().for_room(&room);
+                if !ns.client_publish {
+                    self.error(
+                        id,
+                        ErrorCode::Forbidden,
+                        "clients may not publish in this namespace",
+                    );
+                    return Ok(());
+                }
+                let request = PublishRequest {
+                    room: room.clone(),
+                    event,
+                    data: data.bytes,
+                    binary: data.binary,
+                    exclude_client_id: String::new(),
+                    idempotency_key: String::new(),
+                    history: ns.history(),
+                };
+                match self.node.hub.adapter().publish(request).await {
+                    Ok(res) => {
+                        self.node
+                            .metrics
+                            .publications
+                            .get_or_create(&crate::metrics::SourceLabel { source: "client" })
+                            .inc();
+                        self.reply(
+                            id,
+                            &ServerEvent::Published {
+                                room: &room,
+                                offset: res.offset,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(room, error = %e, "client publish failed");
+                        self.error(
+                            id,
+                            ErrorCode::Internal,
+                            "publication not accepted: adapter unavailable",
+                        );
+                    }
+                }
+            }
+            CommandKind::Presence { room } => {
+                if let Err((code, msg)) = self.check_room(&room, |g, r| g.may_subscribe(r)) {
+                    self.error(id, code, &msg);
+                    return Ok(());
+                }
+                if !self.node.hub.namespaces().for_room(&room).presence {
+                    self.error(
+                        id,
+                        ErrorCode::Forbidden,
+                        "presence is not enabled in this namespace",
+                    );
+                    return Ok(());
+                }
+                match self
+                    .node
+                    .hub
+                    .adapter()
+                    .survey(NodeRequest::Presence { room: room.clone() })
+                    .await
+                {
+                    Ok(replies) => {
+                        let clients = merge_presence(replies);
+                        self.reply(
+                            id,
+                            &ServerEvent::Presence {
+                                room: &room,
+                                clients: &clients,
+                            },
+                        );
+                    }
+                    Err(e) => self.error(
+                        id,
+                        ErrorCode::Internal,
+                        &format!("presence unavailable: {e}"),
+                    ),
+                }
+            }
+            CommandKind::Ping => self.reply(id, &ServerEvent::Pong),
+            CommandKind::Echo { data } => {
+                // Echo always answers: it is what the command is for.
+                let f = self
+                    .shared
+                    .proto
+                    .encode(id, &ServerEvent::Echo { data: &data });
+                self.reply_frame(f);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_room(
+        &self,
+        room: &str,
+        allowed: impl Fn(&Grant, &str) -> bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        if !valid_room(room) {
+            return Err((
+                ErrorCode::BadRequest,
+                "invalid room name: 1 to 200 bytes of [A-Za-z0-9_.:@/-]".into(),
+            ));
+        }
+        if let Some(g) = &self.grant {
+            if !allowed(g, room) {
+                return Err((ErrorCode::Forbidden, format!("not allowed for room {room}")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &mut self,
+        room: String,
+        since: Option<roomcast_adapter::StreamPosition>,
+        id: u64,
+    ) {
+        let hub = self.node.hub.clone();
+        match hub.subscribe(&self.shared, &room, since, id).await {
+            Ok(()) => {
+                hub.announce(&room, PresenceEvent::Join(self.shared.info(hub.node_id())))
+                    .await;
+                self.rooms.insert(room);
+            }
+            Err(e) => {
+                let code = e.code();
+                self.error(id, code, &e.to_string());
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, room: &str) {
+        self.rooms.remove(room);
+        let hub = self.node.hub.clone();
+        if hub.unsubscribe(&self.shared, room).await {
+            hub.announce(room, PresenceEvent::Leave(self.shared.info(hub.node_id())))
+                .await;
+        }
+    }
+
+    async fn control(&mut self, c: Control) {
+        match c {
+            Control::Subscribe(room) => {
+                if !self.rooms.contains(&room) {
+                    self.subscribe(room, None, 0).await;
+                }
+            }
+            Control::Unsubscribe(room) => {
+                if self.rooms.contains(&room) {
+                    self.unsubscribe(&room).await;
+                    let f = self
+                        .shared
+                        .proto
+                        .encode(0, &ServerEvent::Unsubscribed { room: &room });
+                    self.reply_frame(f);
+                }
+            }
+            Control::Close(code, reason) => {
+                self.begin_close(Close::new(code, reason, "disconnected"));
+            }
+        }
+    }
+
+    fn begin_close(&mut self, close: Close) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.shared.queue.close();
+        if close.flush {
+            self.shared.queue.take(&mut self.data);
+        } else {
+            // Keep only a half-written frame: the stream must stay well-formed.
+            let keep = if self.data_written > 0 { 1 } else { 0 };
+            self.data.truncate(keep);
+        }
+        self.data.push_back(Outbound::reply(frame::encode_close(
+            close.code,
+            &close.reason,
+        )));
+        self.closing = Some(close);
+    }
+
+    /// Sends what is left (with the close frame), waits briefly for the
+    /// client's close, and returns the disconnect label.
+    async fn finish(&mut self) -> &'static str {
+        let label = self.closing.as_ref().map_or("normal", |c| c.label);
+        let flush_for = if self.closing.as_ref().is_some_and(|c| c.flush) {
+            self.node.config.drain_timeout.min(Duration::from_secs(5))
+        } else {
+            CLOSE_GRACE
+        };
+        let deadline = Instant::now() + flush_for;
+        while self.has_output() {
+            match self.write_some() {
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if tokio::time::timeout_at(deadline, self.stream.writable())
+                        .await
+                        .is_err()
+                    {
+                        return label;
+                    }
+                }
+                Err(_) => return label,
+            }
+        }
+        if self.client_closed {
+            return label;
+        }
+        // Wait for the client's close frame (or EOF), reading and discarding.
+        let deadline = Instant::now() + CLOSE_GRACE;
+        let mut scratch = [0u8; 1024];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.readable()).await {
+                Err(_) | Ok(Err(_)) => break,
+                Ok(Ok(())) => match self.stream.try_read(&mut scratch) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                },
+            }
+        }
+        label
+    }
+
+    /// Writes as much queued output as the socket takes. Order: the rest of
+    /// a half-written data frame, then control frames, then data frames.
+    fn write_some(&mut self) -> io::Result<usize> {
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        let mut data_iter = self.data.iter();
+        if self.data_written > 0 {
+            let first = data_iter.next().expect("a half-written frame exists");
+            iov[n] = IoSlice::new(&first.frame[self.data_written..]);
+            n += 1;
+        }
+        for (i, c) in self.ctrl.iter().enumerate() {
+            if n == MAX_IOV {
+                break;
+            }
+            let start = if i == 0 { self.ctrl_written } else { 0 };
+            iov[n] = IoSlice::new(&c[start..]);
+            n += 1;
+        }
+        for d in data_iter {
+            if n == MAX_IOV {
+                break;
+            }
+            iov[n] = IoSlice::new(&d.frame);
+            n += 1;
+        }
+        let written = self.stream.try_write_vectored(&iov[..n])?;
+        self.consume(written);
+        Ok(written)
+    }
+
+    fn consume(&mut self, mut written: usize) {
+        let mut data_bytes = 0;
+        let mut frames = 0u64;
+        let mut latency_now: Option<i64> = None;
+        if self.data_written > 0 {
+            let len = self.data[0].frame.len() - self.data_written;
+            if written < len {
+                self.data_written += written;
+                self.shared.queue.written(written);
+                return;
+            }
+            written -= len;
+            data_bytes += len;
+            let done = self.data.pop_front().expect("exists");
+            frames += 1;
+            self.observe(&done, &mut latency_now);
+            self.data_written = 0;
+        }
+        while written > 0 {
+            let Some(c) = self.ctrl.front() else { break };
+            let len = c.len() - self.ctrl_written;
+            if written < len {
+                self.ctrl_written += written;
+                written = 0;
+                break;
+            }
+            written -= len;
+            self.ctrl_written = 0;
+            self.ctrl.pop_front();
+        }
+        while written > 0 {
+            let len = self.data[0].frame.len();
+            if written < len {
+                self.data_written = written;
+                data_bytes += written;
+                break;
+            }
+            written -= len;
+            data_bytes += len;
+            let done = self.data.pop_front().expect("exists");
+            frames += 1;
+            self.observe(&done, &mut latency_now);
+        }
+        self.shared.queue.written(data_bytes);
+        if frames > 0 {
+            self.node.metrics.messages_sent.inc_by(frames);
+        }
+    }
+
+    fn observe(&self, o: &Outbound, now: &mut Option<i64>) {
+        if o.accepted_us != 0 {
+            let now = *now.get_or_insert_with(roomcast_adapter::now_unix_micros);
+            let secs = (now - o.accepted_us).max(0) as f64 / 1e6;
+            self.node.metrics.delivery_seconds.observe(secs);
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        self.shared.queue.close();
+        let hub = self.node.hub.clone();
+        let rooms: Vec<String> = self.rooms.drain().collect();
+        for room in rooms {
+            if hub.unsubscribe(&self.shared, &room).await {
+                hub.announce(&room, PresenceEvent::Leave(self.shared.info(hub.node_id())))
+                    .await;
+            }
+        }
+        hub.remove_session(self.shared.id);
+    }
+}
+
+/// Flattens every node's presence answer.
+pub fn merge_presence(replies: Vec<NodeReply>) -> Vec<ClientInfo> {
+    let mut clients: Vec<ClientInfo> = replies
+        .into_iter()
+        .flat_map(|r| match r {
+            NodeReply::Presence(c) => c,
+            _ => Vec::new(),
+        })
+        .collect();
+    clients.sort();
+    clients.dedup();
+    clients
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        assert!(valid_room("chat.lobby"));
+        assert!(valid_room("a:b@c/d-e_f"));
+        assert!(!valid_room(""));
+        assert!(!valid_room("has space"));
+        assert!(!valid_room(&"x".repeat(201)));
+        assert!(valid_room(&"x".repeat(200)));
+    }
+}
