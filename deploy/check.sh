@@ -21,7 +21,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 PY="${PYTHON:-python3}"
 TOOLS="$ROOT/deploy/tools"
 K8S_VERSIONS="${K8S_VERSIONS:-1.29.0 1.37.0}"
