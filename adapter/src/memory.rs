@@ -275,7 +275,14 @@ impl Adapter for MemoryAdapter {
     ) -> Result<HistoryResult, AdapterError> {
         let now = Instant::now();
         let mut rooms = self.bus.inner.rooms.lock();
-        if !query.options.enabled() || current(&mut rooms, room, now).is_none() {
+        if query.options.enabled() && current(&mut rooms, room, now).is_none() {
+            // A history room has an epoch from its first read, so a client
+            // that subscribed before the first publication can recover it.
+            let mut fresh = RoomHistory::new(now);
+            fresh.expires = now + query.options.ttl;
+            rooms.insert(room.to_owned(), fresh);
+        }
+        if !query.options.enabled() {
             // No history: a fresh, empty stream. A client asking to recover
             // from an epoch we never had (or lost) is told it cannot.
             let position = match rooms.get(room) {

@@ -178,6 +178,7 @@ where
     publications_reach_subscribed_nodes_in_order(&a, &b).await;
     unsubscribe_stops_delivery(&a, &b).await;
     history_offsets_and_recovery(&a, &b).await;
+    epoch_exists_before_the_first_publication(&a, &b).await;
     rooms_without_history(&a).await;
     idempotent_publish(&a).await;
     presence_events_and_exclusion(&a, &b).await;
@@ -363,6 +364,49 @@ pub async fn history_offsets_and_recovery(a: &TestNode, b: &TestNode) {
         .unwrap();
     assert!(!other_epoch.recovered, "another epoch cannot be recovered");
     assert!(other_epoch.publications.is_empty());
+}
+
+/// A history room has its epoch before its first publication, and keeps it:
+/// a client that subscribed to the empty room can recover from offset 0.
+pub async fn epoch_exists_before_the_first_publication(a: &TestNode, b: &TestNode) {
+    let r = room("fresh");
+    let opts = history(10);
+    let empty = b
+        .adapter
+        .history(
+            &r,
+            HistoryQuery {
+                limit: Some(0),
+                options: opts,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        !empty.position.epoch.is_empty(),
+        "an empty history room has an epoch"
+    );
+    assert_eq!(empty.position.offset, 0);
+    let first = a.adapter.publish(request(&r, "1", opts)).await.unwrap();
+    assert_eq!(
+        first.epoch, empty.position.epoch,
+        "the first publication keeps that epoch"
+    );
+    let back = b
+        .adapter
+        .history(
+            &r,
+            HistoryQuery {
+                since: Some(empty.position.clone()),
+                limit: None,
+                options: opts,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(back.recovered);
+    assert_eq!(back.publications.len(), 1);
 }
 
 /// A room without history has offset 0 and nothing to replay.

@@ -86,9 +86,16 @@ impl Encoded {
         }
     }
 
+    /// Publications can exclude a client; nobody is told of their own join or leave.
     fn excludes(&self, client_id: &str) -> bool {
-        matches!(&self.event, RoomEvent::Publication { exclude_client_id, .. }
-            if !exclude_client_id.is_empty() && exclude_client_id == client_id)
+        match &self.event {
+            RoomEvent::Publication {
+                exclude_client_id, ..
+            } => !exclude_client_id.is_empty() && exclude_client_id == client_id,
+            RoomEvent::Presence(PresenceEvent::Join(c) | PresenceEvent::Leave(c)) => {
+                c.client_id == client_id
+            }
+        }
     }
 }
 

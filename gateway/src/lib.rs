@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod hub;
 pub mod metrics;
 pub mod outbound;
@@ -121,11 +122,7 @@ pub fn static_asset(node: &Node, path: &str) -> Option<(&'static str, &'static [
     if !node.config.demo {
         return None;
     }
-    demo_asset(path)
-}
-
-fn demo_asset(_path: &str) -> Option<(&'static str, &'static [u8])> {
-    None
+    demo::asset(path)
 }
 
 async fn build_adapter(config: &Config) -> Result<Arc<dyn Adapter>, RunError> {
@@ -216,6 +213,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         adapter = ?node.config.adapter,
         "roomcast node started"
     );
+
+    if node.config.demo {
+        // The demo's backend talks to this node's gRPC port like any backend.
+        let port = grpc_addr.port();
+        let host = if grpc_addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            grpc_addr.ip().to_string()
+        };
+        let scheme = if node.config.grpc_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let endpoint = format!("{scheme}://{host}:{port}");
+        let mut drain = node.draining();
+        tokio::spawn(demo::run_feeds_with_token(
+            endpoint,
+            node.config.grpc_token.clone(),
+            async move {
+                wait_true(&mut drain).await;
+            },
+        ));
+    }
 
     shutdown.await;
     tracing::info!("draining: closing sessions with 1001");
