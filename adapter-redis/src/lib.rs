@@ -607,7 +607,11 @@ impl Adapter for RedisAdapter {
         if inner.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Ok(mut conn) = inner.conn(0) {
+        // Stop the heartbeat before deregistering, so that no refresh can
+        // land after the entry is removed.
+        let conn = inner.conn(0);
+        self.stop_tasks();
+        if let Ok(mut conn) = conn {
             let mut pipe = redis::pipe();
             pipe.srem(&inner.names.nodes, &inner.config.node_id)
                 .del(inner.names.node_info(&inner.config.node_id));
@@ -615,6 +619,5 @@ impl Adapter for RedisAdapter {
                 tracing::warn!(error = %e, "could not deregister the node; it will expire");
             }
         }
-        self.stop_tasks();
     }
 }
