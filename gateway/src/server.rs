@@ -61,6 +61,9 @@ async fn connection(node: Arc<Node>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
     let mut draining = node.draining();
+    // Connections made while draining are still served (`/readyz` says 503,
+    // `/metrics` keeps working); only older keep-alive ones are wound down.
+    let drain_started = node.is_draining();
     let svc_node = node.clone();
     let service = hyper::service::service_fn(move |req| {
         let node = svc_node.clone();
@@ -79,7 +82,7 @@ async fn connection(node: Arc<Node>, stream: TcpStream) {
                 tracing::debug!(error = %e, "http connection ended");
             }
         }
-        _ = crate::wait_true(&mut draining) => {
+        _ = crate::wait_true(&mut draining), if !drain_started => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         }

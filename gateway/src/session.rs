@@ -322,7 +322,9 @@ impl Session {
                         self.begin_close(close);
                     }
                 }
-                _ = self.shared.queue.notified(), if !want_write => {
+                // Always armed: an overflow or a control must be seen even
+                // while the socket is blocked.
+                _ = self.shared.queue.notified() => {
                     for c in self.shared.queue.take_controls() {
                         self.control(c).await;
                     }

@@ -255,7 +255,20 @@ impl Raw {
     /// Opens a connection and sends an upgrade with extra headers; returns
     /// the raw response head even when it is not 101.
     pub async fn handshake(port: u16, path: &str, headers: &[(&str, &str)]) -> Raw {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        Self::handshake_on(stream, path, headers).await
+    }
+
+    /// Like `handshake`, with a tiny receive buffer: a client that stops
+    /// reading backs up into the server quickly.
+    pub async fn handshake_with_small_buffer(port: u16, path: &str) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        Self::handshake_on(stream, path, &[]).await
+    }
+
+    async fn handshake_on(mut stream: TcpStream, path: &str, headers: &[(&str, &str)]) -> Raw {
         let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
