@@ -190,14 +190,19 @@ export class PendingReplies {
  */
 export class Position {
   constructor(since) {
+    // Known once the server told us where the room is (or the application
+    // handed us a position). The epoch may be '' for a room whose history
+    // has not started yet: that is still a position to resume from, and the
+    // server decides whether it can.
+    this.known = Boolean(since);
     this.epoch = since && since.epoch != null ? since.epoch : null;
     this.offset = since && since.offset != null ? since.offset : null;
   }
 
-  /** The `since` to send on (re)subscribe, or undefined when unknown. */
+  /** The `since` to send on (re)subscribe, or undefined before the first `subscribed`. */
   since() {
-    if (this.epoch == null || this.epoch === '' || this.offset == null) return undefined;
-    return { epoch: this.epoch, offset: this.offset };
+    if (!this.known) return undefined;
+    return { epoch: this.epoch == null ? '' : this.epoch, offset: this.offset == null ? 0 : this.offset };
   }
 
   /**
@@ -208,9 +213,14 @@ export class Position {
     const gap = Boolean(askedSince) && reply.recovered === false;
     if (!askedSince || reply.recovered === false) {
       // Nothing will be replayed: the current top is where we are.
-      this.epoch = reply.epoch != null ? reply.epoch : null;
-      this.offset = typeof reply.offset === 'number' ? reply.offset : null;
+      this.epoch = reply.epoch != null ? reply.epoch : '';
+      this.offset = typeof reply.offset === 'number' ? reply.offset : 0;
+    } else if (this.epoch === '' && reply.epoch) {
+      // Recovered from before the room's history began: from now on the
+      // room's epoch is the one to resume from.
+      this.epoch = reply.epoch;
     }
+    this.known = true;
     return { gap };
   }
 

@@ -112,7 +112,19 @@ test('position: an unrecovered resubscribe is a gap and jumps to the new top', (
   const r = pos.subscribed({ epoch: 'e2', offset: 2, recovered: false }, pos.since());
   assert.deepEqual(r, { gap: true });
   assert.deepEqual(pos.since(), { epoch: 'e2', offset: 2 });
-  assert.equal(new Position({ epoch: '', offset: 0 }).since(), undefined, 'no epoch, nothing to recover');
+});
+
+test('position: a room whose history had not begun still has a position to resume from', () => {
+  const pos = new Position();
+  pos.subscribed({ epoch: '', offset: 0, recovered: true }, undefined);
+  assert.deepEqual(pos.since(), { epoch: '', offset: 0 });
+  pos.message({ offset: 1 });
+  assert.deepEqual(pos.since(), { epoch: '', offset: 1 });
+  // The server replays from the start of the epoch that began meanwhile.
+  assert.deepEqual(pos.subscribed({ epoch: 'E', offset: 3, recovered: true }, pos.since()), { gap: false });
+  pos.message({ offset: 2 });
+  pos.message({ offset: 3 });
+  assert.deepEqual(pos.since(), { epoch: 'E', offset: 3 });
 });
 
 test('emitter: on, off and once', async () => {
