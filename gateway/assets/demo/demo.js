@@ -60,6 +60,7 @@ client.on('state', (state) => {
 client.on('connected', (info) => {
   $('node').textContent = info.node || '–';
   $('client-id').textContent = info.client_id || '–';
+  $('client-id').title = info.client_id || '';
   log(`connected to node ${info.node || '?'}`, 'ok');
   client.ping().catch(() => {});
 });
