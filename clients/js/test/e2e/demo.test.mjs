@@ -214,8 +214,12 @@ test('a dropped connection comes back and recovers what it missed', async () => 
 
 test('screenshot of the demo', async () => {
   // Fill the stage and the chat so the picture shows the page at work.
+  const carol = await nodeClient(gw.wsUrl);
+  await carol.publish('chat.lobby', { user: 'carol', text: 'Welcome to the lobby! Open a second window to chat with yourself.' });
+  carol.close();
   await say(alice, 'Every panel here is one room on one WebSocket.');
-  await say(bob, 'and the ticker is fed over gRPC by a backend');
+  await say(bob, 'and the clock and the ticker come from a backend over gRPC');
+  await say(alice, 'Try "Drop connection": missed messages are recovered on reconnect.');
   await alice.click('#volley');
   await alice.waitForTimeout(2200);
   const height = await alice.evaluate(() => document.documentElement.scrollHeight);
