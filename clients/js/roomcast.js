@@ -336,6 +336,8 @@ export class Subscription extends Emitter {
 // Client
 // ---------------------------------------------------------------------------
 
+function ignore() {}
+
 function defaultUrl() {
   const loc = globalThis.location;
   if (!loc || !loc.host) throw new TypeError('roomcast: a URL is required outside a browser page');
@@ -490,9 +492,7 @@ export class RoomcastClient extends Emitter {
     this._token = token;
     ws.onopen = () => gen === this._generation && this._onSocketOpen();
     ws.onmessage = (ev) => gen === this._generation && this._onSocketMessage(ev);
-    ws.onerror = () => {
-      /* a close event always follows; nothing to do here */
-    };
+    ws.onerror = ignore; // a close event always follows
     ws.onclose = (ev) => gen === this._generation && this._onSocketClose(ev.code, ev.reason, ev.wasClean);
     // A connect that never completes (a black-holed SYN, a proxy that never
     // answers) must not stall us forever.
@@ -601,7 +601,10 @@ export class RoomcastClient extends Emitter {
     const ws = this._ws;
     this._ws = null;
     if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      // Not null: some WebSocket implementations (Node's `ws`) throw when an
+      // error is emitted with no listener, as closing a half-open socket does.
+      ws.onerror = ignore;
     }
     this._pending.failAll(new RoomcastError('disconnected', 'connection lost before the reply'));
     this.session = null;
