@@ -116,7 +116,7 @@ teardown() {
   done
   if ((OWN_DIR)) && [[ "${KEEP_CLUSTER_DIR:-0}" != 1 ]]; then
     rm -rf "$CLUSTER_DIR"
-  else
+  elif ((OWN_DIR)); then
     log "logs kept in $CLUSTER_DIR"
   fi
   exit "$code"

@@ -212,6 +212,36 @@ async def test_prometheus_counts_open_sockets(c):
     await c.prom.wait_for("sum(roomcast_connections)", float(len(c.clients)))
 
 
+async def test_alert_rules_loaded_and_quiet(c):
+    body = json.loads(urllib.request.urlopen(f"{c.prom.url}/api/v1/rules", timeout=5).read())
+    rules = [r for g in body["data"]["groups"] for r in g["rules"]]
+    bad = [(r["name"], r.get("lastError")) for r in rules if r.get("health") not in ("ok", "unknown")]
+    assert len(rules) >= 6, f"Prometheus loaded {len(rules)} rules from deploy/prometheus/rules"
+    assert not bad, f"rules failing to evaluate: {bad}"
+    firing = c.prom.query('ALERTS{alertstate="firing"}')
+    assert not firing, f"alerts firing on a healthy cluster: {[a['metric'] for a in firing]}"
+
+
+async def test_dashboard_queries_run(c):
+    """Every query of the Grafana dashboard runs on the real Prometheus, and
+    the core panels show data after the traffic above."""
+    dash = json.loads((ROOT / "deploy/grafana/dashboards/roomcast.json").read_text())
+    exprs = [
+        t["expr"] for p in dash["panels"] for t in p.get("targets", []) if t.get("expr")
+    ]
+    await asyncio.sleep(3)  # a few scrapes after the publications
+    empty = []
+    for e in exprs:
+        q = e.replace("$instance", ".*").replace("$__rate_interval", "1m")
+        if not c.prom.query(q):
+            empty.append(e)
+    core = ["sum(roomcast_connections", "roomcast_messages_sent_total", "histogram_quantile(0.99, sum by (le) (rate(roomcast_delivery_seconds_bucket",
+            "roomcast_publications_total", "roomcast_grpc_requests_total", "roomcast_adapter_up", "roomcast_ready"]
+    missing = [k for k in core if all(k not in e for e in exprs if e not in empty)]
+    print(f"    {len(exprs)} dashboard queries ran, {len(exprs) - len(empty)} with data")
+    assert not missing, f"core dashboard panels without data: {missing}"
+
+
 async def test_sigterm_drains_one_node(c):
     victim = f"node-{c.nodes}"
     pid = int(c.env[f"NODE_{c.nodes}_PID"])
@@ -256,6 +286,8 @@ TESTS = [
     test_grpc_publish_reaches_every_client,
     test_client_publish_crosses_nodes,
     test_prometheus_counts_open_sockets,
+    test_alert_rules_loaded_and_quiet,
+    test_dashboard_queries_run,
     test_sigterm_drains_one_node,
 ]
 
