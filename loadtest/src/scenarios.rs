@@ -1,0 +1,610 @@
+//! The scenarios. Each starts its target, drives it through worker
+//! processes (and the publisher, for pub/sub), samples the server's memory
+//! and CPU while it runs, and returns one [`Run`] per measured variant.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::publisher::{self, PubCounters, PubPlan, Sink};
+use crate::report::Run;
+use crate::sys;
+use crate::targets::{Kind, Programs, Target};
+use crate::worker::{self, Command, Endpoint, Event, Mode, Plan, Pool, Spawn};
+
+/// Scenario names, in the order `all` and `smoke` run them.
+pub const ALL: &[&str] = &[
+    "echo", "idle", "storm", "fanout", "rooms", "cluster", "slow",
+];
+
+/// Sizes of a scenario run; every field has a per-scenario default.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// Connections (echo, idle, storm).
+    pub connections: usize,
+    /// Subscribers per room (fanout, rooms, cluster, slow).
+    pub subscribers: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Publications per second in all; 0 = as fast as deliveries keep up.
+    pub rate: f64,
+    /// Measured phase length.
+    pub duration: Duration,
+    /// Publication size, bytes.
+    pub size: usize,
+    /// Echo payload sizes, bytes.
+    pub echo_sizes: Vec<usize>,
+    /// Nodes (cluster).
+    pub nodes: usize,
+    /// Share of slow subscribers (slow).
+    pub slow_share: f64,
+    /// Publications in flight at max rate.
+    pub window: u64,
+}
+
+impl Sizes {
+    /// Defaults of a full run of `scenario`, or of a smoke run.
+    pub fn defaults(scenario: &str, smoke: bool) -> Sizes {
+        let mut s = Sizes {
+            connections: 64,
+            subscribers: 1,
+            rooms: 1,
+            rate: 0.0,
+            duration: Duration::from_secs(10),
+            size: 128,
+            echo_sizes: vec![20, 1024, 16 * 1024],
+            nodes: 1,
+            slow_share: 0.0,
+            window: 32,
+        };
+        match scenario {
+            "echo" => s.connections = 64,
+            "idle" => s.connections = 19_000,
+            "storm" => s.connections = 10_000,
+            "fanout" => s.subscribers = 10_000,
+            "rooms" => {
+                s.rooms = 1000;
+                s.subscribers = 5;
+                s.rate = 5000.0;
+            }
+            "cluster" => {
+                s.nodes = 3;
+                s.subscribers = 3000;
+                s.rate = 100.0;
+            }
+            "slow" => {
+                s.subscribers = 1000;
+                s.rate = 200.0;
+                s.size = 4096;
+                s.slow_share = 0.1;
+                s.duration = Duration::from_secs(15);
+            }
+            _ => {}
+        }
+        if smoke {
+            s.duration = Duration::from_secs(2);
+            s.connections = match scenario {
+                "echo" => 4,
+                _ => 100,
+            };
+            s.echo_sizes = vec![20, 1024, 16 * 1024];
+            match scenario {
+                "fanout" => {
+                    s.subscribers = 20;
+                    s.rate = 200.0;
+                }
+                "rooms" => {
+                    s.rooms = 10;
+                    s.subscribers = 3;
+                    s.rate = 200.0;
+                }
+                "cluster" => {
+                    s.nodes = 2;
+                    s.subscribers = 10;
+                    s.rate = 100.0;
+                }
+                "slow" => {
+                    s.subscribers = 20;
+                    s.rate = 100.0;
+                    s.slow_share = 0.2;
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+/// What every scenario shares.
+pub struct Ctx {
+    /// Programs under test.
+    pub programs: Programs,
+    /// How to start generator workers.
+    pub spawn: Spawn,
+    /// CPUs available to the generator (for the overload warning).
+    pub gen_cores: f64,
+    /// Loopback source addresses for client sockets.
+    pub source_ips: Vec<Ipv4Addr>,
+    /// Read size per connection.
+    pub read_size: usize,
+    /// Echo through the `echo` command instead of raw `/echo`.
+    pub echo_command: bool,
+    /// Progress bars.
+    pub bars: MultiProgress,
+}
+
+impl Ctx {
+    fn bar(&self, prefix: String, len_ms: u64) -> ProgressBar {
+        let pb = self.bars.add(ProgressBar::new(len_ms.max(1)));
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {prefix:28} [{bar:30}] {elapsed:>4} {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(prefix);
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    }
+
+    fn plan(&self, mode: Mode, target: &Target, count: usize) -> Plan {
+        Plan {
+            mode,
+            endpoints: target
+                .nodes
+                .iter()
+                .map(|n| Endpoint {
+                    addr: n.ws,
+                    dialect: target.kind.dialect(),
+                })
+                .collect(),
+            first: 0,
+            count,
+            source_ips: self.source_ips.clone(),
+            rooms: Vec::new(),
+            slow_every: 0,
+            connect_parallel: 256,
+            echo_payload: 0,
+            echo_raw: false,
+            read_size: self.read_size,
+        }
+    }
+}
+
+fn ready_of(ev: Event) -> Option<worker::ReadyInfo> {
+    match ev {
+        Event::Ready(r) => Some(r),
+        _ => None,
+    }
+}
+
+fn done_of(ev: Event) -> Option<worker::WorkerResult> {
+    match ev {
+        Event::Done(r) => Some(*r),
+        _ => None,
+    }
+}
+
+/// Time series sampled while a run goes on.
+struct Sampler {
+    start: Instant,
+    last_t: f64,
+    last_count: u64,
+    throughput: Vec<(f64, f64)>,
+    rss: Vec<(f64, f64)>,
+    rss_peak_kib: u64,
+}
+
+impl Sampler {
+    fn new() -> Sampler {
+        Sampler {
+            start: Instant::now(),
+            last_t: 0.0,
+            last_count: 0,
+            throughput: Vec::new(),
+            rss: Vec::new(),
+            rss_peak_kib: 0,
+        }
+    }
+
+    /// Records a point if half a second has passed since the last one.
+    fn sample(&mut self, count: u64, target: &Target) {
+        let t = self.start.elapsed().as_secs_f64();
+        if t - self.last_t < 0.5 {
+            return;
+        }
+        let rate = count.saturating_sub(self.last_count) as f64 / (t - self.last_t);
+        self.throughput.push((t, rate));
+        let rss = target.rss_kib();
+        self.rss_peak_kib = self.rss_peak_kib.max(rss);
+        self.rss.push((t, rss as f64 / 1024.0));
+        self.last_t = t;
+        self.last_count = count;
+    }
+}
+
+fn check_ready(run: &mut Run, ready: &worker::ReadyInfo) {
+    run.set("connections", ready.connected as f64);
+    run.set("failed", ready.failed as f64);
+    run.set(
+        "handshake_p50_ms",
+        ready.handshake.quantile(0.5) as f64 / 1e6,
+    );
+    run.set(
+        "handshake_p99_ms",
+        ready.handshake.quantile(0.99) as f64 / 1e6,
+    );
+    run.set("handshake_max_ms", ready.handshake.max as f64 / 1e6);
+    if ready.failed > 0 {
+        run.notes.push(format!(
+            "{} connections failed, e.g. {}",
+            ready.failed,
+            ready.errors.first().cloned().unwrap_or_default()
+        ));
+    }
+}
+
+fn cpu_note(ctx: &Ctx, run: &mut Run, gen_cpu_secs: f64, wall: f64) {
+    let used = gen_cpu_secs / wall.max(1e-3);
+    run.set("gen_cpu", used);
+    if used > 0.9 * ctx.gen_cores {
+        run.notes.push(format!(
+            "generator CPU at {:.0}% of its {} core(s): the numbers may be the generator's limit, not the server's",
+            100.0 * used / ctx.gen_cores,
+            ctx.gen_cores
+        ));
+    }
+}
+
+/// Runs `scenario` against `kind`.
+pub async fn run(ctx: &Ctx, scenario: &str, kind: Kind, sizes: &Sizes) -> Result<Vec<Run>> {
+    match scenario {
+        "echo" => echo(ctx, kind, sizes).await,
+        "idle" => connections(ctx, kind, sizes, "idle", 256)
+            .await
+            .map(|r| vec![r]),
+        "storm" => connections(ctx, kind, sizes, "storm", 0)
+            .await
+            .map(|r| vec![r]),
+        "fanout" | "rooms" | "cluster" => pubsub(ctx, kind, sizes, scenario, 0, "")
+            .await
+            .map(|r| vec![r]),
+        "slow" => {
+            let control = pubsub(ctx, kind, sizes, "slow", 0, "control").await?;
+            let every = if sizes.slow_share > 0.0 {
+                ((1.0 / sizes.slow_share).round() as usize).max(2)
+            } else {
+                0
+            };
+            let mut slow = pubsub(ctx, kind, sizes, "slow", every, "with slow").await?;
+            if let (Some(a), Some(b)) = (control.latency_ms.get("p99"), slow.latency_ms.get("p99"))
+            {
+                slow.set("p99_vs_control", b / a.max(1e-6));
+            }
+            Ok(vec![control, slow])
+        }
+        other => bail!("unknown scenario {other}"),
+    }
+}
+
+async fn echo(ctx: &Ctx, kind: Kind, sizes: &Sizes) -> Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    let mut target = Target::start(kind, 1, &ctx.programs).await?;
+    for &size in &sizes.echo_sizes {
+        let raw = kind.dialect().has_raw_echo() && !ctx.echo_command;
+        let variant = format!("{} {}", human_bytes(size), if raw { "raw" } else { "cmd" });
+        let mut run = Run::new("echo", kind.name(), &variant);
+        let mut plan = ctx.plan(Mode::Echo, &target, sizes.connections);
+        plan.echo_payload = size;
+        plan.echo_raw = raw;
+        let mut pool = Pool::start(&plan, &ctx.spawn).await?;
+        let ready = worker::merge_ready(
+            &pool
+                .collect(Duration::from_secs(120), ready_of, |_| {})
+                .await?,
+        );
+        check_ready(&mut run, &ready);
+        let dur_ms = sizes.duration.as_millis() as u64;
+        let pb = ctx.bar(format!("echo {} {variant}", kind.name()), dur_ms);
+        let server_cpu0 = target.cpu_secs();
+        let self_cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
+        let t0 = Instant::now();
+        pool.send(&Command::Go {
+            duration_ms: dur_ms,
+        })
+        .await?;
+        let mut sampler = Sampler::new();
+        let results = pool
+            .collect(sizes.duration + Duration::from_secs(60), done_of, |p| {
+                let (_, rt, _) = p.progress();
+                sampler.sample(rt, &target);
+                pb.set_position(t0.elapsed().as_millis() as u64);
+                pb.set_message(format!("{rt} round trips"));
+            })
+            .await?;
+        pb.finish_and_clear();
+        pool.shutdown().await;
+        target.check_alive()?;
+        let wall = t0.elapsed().as_secs_f64();
+        let res = worker::merge_results(&results);
+        let secs = sizes.duration.as_secs_f64();
+        run.set("roundtrips", res.roundtrips as f64);
+        run.set("roundtrips_per_s", res.roundtrips as f64 / secs);
+        run.set("bad_replies", res.bad_replies as f64);
+        run.set("payload_bytes", size as f64);
+        run.set("server_cpu", (target.cpu_secs() - server_cpu0) / wall);
+        let own = sys::cpu_seconds("self").unwrap_or(0.0) - self_cpu0;
+        cpu_note(ctx, &mut run, res.cpu_secs + own, secs);
+        if res.bad_replies > 0 {
+            run.notes
+                .push(format!("{} echo replies did not match", res.bad_replies));
+        }
+        for e in &res.errors {
+            run.notes.push(format!("error: {e}"));
+        }
+        run.throughput = sampler.throughput;
+        run.rss_mib = sampler.rss;
+        run.set_latency(res.latency);
+        runs.push(run);
+    }
+    target.stop().await;
+    Ok(runs)
+}
+
+async fn connections(
+    ctx: &Ctx,
+    kind: Kind,
+    sizes: &Sizes,
+    scenario: &str,
+    parallel: usize,
+) -> Result<Run> {
+    let mut run = Run::new(scenario, kind.name(), "");
+    let mut target = Target::start(kind, 1, &ctx.programs).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss0 = target.rss_kib();
+    let mut plan = ctx.plan(Mode::Hold, &target, sizes.connections);
+    plan.connect_parallel = parallel;
+    let pb = ctx.bar(
+        format!("{scenario} {}", kind.name()),
+        sizes.connections as u64,
+    );
+    let self_cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
+    let t0 = Instant::now();
+    let mut pool = Pool::start(&plan, &ctx.spawn).await?;
+    let mut sampler = Sampler::new();
+    let readies = pool
+        .collect(Duration::from_secs(600), ready_of, |p| {
+            let (_, _, c) = p.progress();
+            sampler.sample(c, &target);
+            pb.set_position(c);
+            pb.set_message("connecting");
+        })
+        .await?;
+    let ready = worker::merge_ready(&readies);
+    check_ready(&mut run, &ready);
+    pb.set_message("settling");
+    // Let the server finish whatever it allocates lazily after the upgrade.
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(2) {
+        sampler.sample(ready.connected, &target);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rss1 = target.rss_kib();
+    pool.send(&Command::Finish {
+        expected: Default::default(),
+        grace_ms: 0,
+    })
+    .await?;
+    let results = pool
+        .collect(Duration::from_secs(60), done_of, |_| {})
+        .await?;
+    pb.finish_and_clear();
+    pool.shutdown().await;
+    target.check_alive()?;
+    target.stop().await;
+    let res = worker::merge_results(&results);
+    let setup = ready.setup_secs.max(1e-6);
+    run.set("storm_secs", setup);
+    run.set("connect_per_s", ready.connected as f64 / setup);
+    run.set("rss_before_kib", rss0 as f64);
+    run.set("rss_after_kib", rss1 as f64);
+    if ready.connected > 0 {
+        run.set(
+            "rss_per_conn_bytes",
+            (rss1.saturating_sub(rss0) * 1024) as f64 / ready.connected as f64,
+        );
+    }
+    run.set("rss_peak_mib", sampler.rss_peak_kib as f64 / 1024.0);
+    let dropped: u64 = res.fast_closed.values().sum();
+    if dropped > 0 {
+        run.notes.push(format!(
+            "server closed {dropped} idle connections: {:?}",
+            res.fast_closed
+        ));
+    }
+    let own = sys::cpu_seconds("self").unwrap_or(0.0) - self_cpu0;
+    cpu_note(
+        ctx,
+        &mut run,
+        res.cpu_secs + own,
+        t0.elapsed().as_secs_f64(),
+    );
+    run.throughput = sampler.throughput;
+    run.rss_mib = sampler.rss;
+    let mut hs = crate::hist::Hist::default();
+    hs.merge(&ready.handshake);
+    run.set_latency(hs);
+    Ok(run)
+}
+
+/// Fan-out, many rooms, cluster and slow consumers: subscribers in workers,
+/// one publisher here.
+async fn pubsub(
+    ctx: &Ctx,
+    kind: Kind,
+    sizes: &Sizes,
+    scenario: &str,
+    slow_every: usize,
+    variant: &str,
+) -> Result<Run> {
+    let mut run = Run::new(scenario, kind.name(), variant);
+    let nodes = if scenario == "cluster" {
+        sizes.nodes
+    } else {
+        1
+    };
+    let mut target = Target::start(kind, nodes, &ctx.programs).await?;
+    let rooms: Vec<String> = (0..sizes.rooms)
+        .map(|i| format!("lt.{scenario}.{i}"))
+        .collect();
+    let total = sizes.rooms * sizes.subscribers;
+    let mut plan = ctx.plan(Mode::Subscribe, &target, total);
+    plan.rooms = rooms.clone();
+    plan.slow_every = slow_every;
+    let label = format!(
+        "{scenario} {}{}",
+        kind.name(),
+        if variant.is_empty() {
+            String::new()
+        } else {
+            format!(" {variant}")
+        }
+    );
+    let pb = ctx.bar(label, sizes.duration.as_millis() as u64);
+    pb.set_message("subscribing");
+    let mut pool = Pool::start(&plan, &ctx.spawn).await?;
+    let ready = worker::merge_ready(
+        &pool
+            .collect(Duration::from_secs(600), ready_of, |p| {
+                pb.set_message(format!("subscribed {}", p.progress().2));
+            })
+            .await?,
+    );
+    check_ready(&mut run, &ready);
+    run.set("subscribers", ready.connected as f64);
+    run.set("rooms", sizes.rooms as f64);
+    run.set("nodes", nodes as f64);
+    run.set("payload_bytes", sizes.size as f64);
+    run.set(
+        "subscribe_p99_ms",
+        ready.subscribe.quantile(0.99) as f64 / 1e6,
+    );
+
+    let sink = match (kind, target.nodes[0].grpc) {
+        (Kind::Roomcast, Some(g)) => Sink::Grpc(g),
+        _ => Sink::Ws(target.nodes[0].ws, kind.dialect()),
+    };
+    let last = target.nodes.last().expect("a node");
+    let pplan = PubPlan {
+        rooms: rooms.clone(),
+        rate: sizes.rate,
+        duration: sizes.duration,
+        size: sizes.size,
+        window: sizes.window,
+        probe: Some((last.ws, kind.dialect())),
+    };
+    let counters = Arc::new(PubCounters::default());
+    let server_cpu0 = target.cpu_secs();
+    let self_cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
+    let t0 = Instant::now();
+    let mut publisher = {
+        let counters = counters.clone();
+        tokio::spawn(async move { publisher::publish(&sink, &pplan, counters).await })
+    };
+    let mut sampler = Sampler::new();
+    let published = loop {
+        tokio::select! {
+            r = &mut publisher => break r??,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                pool.poll();
+                let (d, _, _) = pool.progress();
+                sampler.sample(d, &target);
+                pb.set_position(t0.elapsed().as_millis() as u64);
+                pb.set_message(format!("published {} delivered {d}", counters.sent.load(Ordering::Relaxed)));
+            }
+        }
+    };
+    pb.set_message("draining");
+    pool.send(&Command::Finish {
+        expected: published.per_room.clone(),
+        grace_ms: 3000,
+    })
+    .await?;
+    let results = pool
+        .collect(Duration::from_secs(120), done_of, |p| {
+            let (d, _, _) = p.progress();
+            sampler.sample(d, &target);
+        })
+        .await?;
+    let wall = t0.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    pool.shutdown().await;
+    let server_cpu = (target.cpu_secs() - server_cpu0) / wall;
+    target.check_alive()?;
+    target.stop().await;
+    let res = worker::merge_results(&results);
+    run.set("published", published.sent as f64);
+    run.set(
+        "published_per_s",
+        published.sent as f64 / published.secs.max(1e-6),
+    );
+    run.set("delivered", res.delivered as f64);
+    run.set("delivered_per_s", res.delivered as f64 / wall);
+    run.set(
+        "expected",
+        (published.sent as f64 / sizes.rooms as f64) * (ready.connected - res.slow) as f64,
+    );
+    run.set("lost", res.lost as f64);
+    run.set("out_of_order", res.out_of_order as f64);
+    run.set("server_cpu", server_cpu);
+    run.set("rss_peak_mib", sampler.rss_peak_kib as f64 / 1024.0);
+    if let (Some(first), Some(last)) = (sampler.rss.first(), sampler.rss.last()) {
+        run.set("rss_growth_mib", last.1 - first.1);
+    }
+    if res.slow > 0 {
+        run.set("slow", res.slow as f64);
+        let closed: u64 = res
+            .slow_closed
+            .iter()
+            .filter(|(k, _)| *k != "open")
+            .map(|(_, v)| v)
+            .sum();
+        run.set("slow_closed", closed as f64);
+        run.notes.push(format!(
+            "{} slow subscribers; how they ended: {:?}",
+            res.slow, res.slow_closed
+        ));
+    }
+    if !res.fast_closed.is_empty() {
+        run.notes.push(format!(
+            "reading subscribers closed by the server: {:?}",
+            res.fast_closed
+        ));
+    }
+    if res.lost > 0 || res.out_of_order > 0 {
+        run.notes.push(format!(
+            "LOSS: {} lost, {} out of order",
+            res.lost, res.out_of_order
+        ));
+    }
+    for e in &res.errors {
+        run.notes.push(format!("error: {e}"));
+    }
+    let own = sys::cpu_seconds("self").unwrap_or(0.0) - self_cpu0;
+    cpu_note(ctx, &mut run, res.cpu_secs + own, wall);
+    run.throughput = sampler.throughput;
+    run.rss_mib = sampler.rss;
+    run.set_latency(res.latency);
+    Ok(run)
+}
+
+fn human_bytes(n: usize) -> String {
+    if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} B")
+    }
+}
