@@ -125,13 +125,23 @@ pub fn static_asset(node: &Node, path: &str) -> Option<(&'static str, &'static [
     demo::asset(path)
 }
 
-async fn build_adapter(config: &Config) -> Result<Arc<dyn Adapter>, RunError> {
+async fn build_adapter(
+    config: &Config,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<Arc<dyn Adapter>, RunError> {
     match config.adapter {
         AdapterKind::Memory => Ok(Arc::new(MemoryAdapter::new(config.node_id.clone()))),
-        AdapterKind::Redis => Err(RunError::Config(config::ConfigError::Invalid {
-            key: "adapter".into(),
-            reason: "this build has no redis adapter".into(),
-        })),
+        AdapterKind::Redis => {
+            let redis_config = roomcast_adapter_redis::RedisConfig::new(
+                config.redis_urls.clone(),
+                config.node_id.clone(),
+            );
+            // Starts even when Redis is not there yet: the node stays
+            // unready (503 on /readyz) until the adapter connects.
+            let adapter = roomcast_adapter_redis::RedisAdapter::connect(redis_config).await?;
+            adapter.register_metrics(registry);
+            Ok(Arc::new(adapter))
+        }
     }
 }
 
@@ -160,7 +170,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
-    let adapter = build_adapter(&config).await?;
+    let adapter = build_adapter(&config, &mut registry).await?;
     let auth = config.jwt.as_ref().map(Authenticator::new).transpose()?;
     let hub = Arc::new(Hub::new(
         config.node_id.clone(),
