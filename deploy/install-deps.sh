@@ -8,7 +8,10 @@ SUDO=""
 [[ $(id -u) == 0 ]] || SUDO="sudo"
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  prometheus haproxy redis-server redis-tools curl npm shellcheck >/dev/null
+  prometheus haproxy redis-server redis-tools curl shellcheck >/dev/null
+# npm fetches the Compose Specification schema; take Debian's only where no
+# Node.js install already brings one.
+command -v npm >/dev/null || $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
 python3 -m pip install -q pyyaml jsonschema kubernetes-validate websockets grpcio grpcio-tools
 if ! command -v kustomize >/dev/null && ! command -v kubectl >/dev/null; then
   echo "install-deps: neither kustomize nor kubectl is on PATH; deploy/check.sh needs one" >&2
