@@ -252,6 +252,7 @@ wait_until 30 "prometheus on $PROM_PORT" http_ok "http://127.0.0.1:$PROM_PORT/-/
   echo "CLUSTER_DIR=$CLUSTER_DIR"
   echo "NODES=$NODES"
   echo "REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+  echo "REDIS_PID=${PIDS[0]}"
   echo "LB_HTTP=127.0.0.1:$LB_PORT"
   echo "LB_GRPC=127.0.0.1:$LB_GRPC_PORT"
   echo "LB_STATS=127.0.0.1:$LB_STATS_PORT"

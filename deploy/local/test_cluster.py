@@ -6,9 +6,11 @@
 Through the load balancer, exactly as users and backends reach a deployment:
 WebSocket clients spread over every node, a gRPC publish reaches all of them,
 a client publish crosses nodes through Redis, Prometheus (the real one, over
-its HTTP API) counts exactly the open sockets across the nodes, and a node
-that gets SIGTERM closes its clients with 1001, leaves the load balancer and
-exits 0 while the rest keep serving.
+its HTTP API) counts exactly the open sockets across the nodes, the alert
+rules evaluate and every dashboard query runs, a node that gets SIGTERM closes
+its clients with 1001, leaves the load balancer and exits 0 while the rest
+keep serving, and a Redis outage turns every node unready, fires
+RoomcastAdapterDown, and heals by itself.
 
 gRPC stubs are generated from proto/roomcast/v1/*.proto at start with
 grpcio-tools. Needs: pip install websockets grpcio grpcio-tools.
@@ -280,6 +282,42 @@ async def test_sigterm_drains_one_node(c):
     await c.prom.wait_for("sum(roomcast_connections)", float(len(c.clients)))
 
 
+async def test_redis_outage_alerts_and_recovers(c):
+    """Redis frozen (SIGSTOP): every node reports the adapter down and turns
+    unready, the load balancer refuses new clients, RoomcastAdapterDown
+    fires; after SIGCONT the nodes recover by themselves."""
+    live = float(len({cl.node for cl in c.clients}))
+    redis_pid = int(c.env["REDIS_PID"])
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:
+        await c.prom.wait_for("sum(roomcast_adapter_up)", 0.0, timeout=30)
+        await c.prom.wait_for("sum(roomcast_ready)", 0.0, timeout=10)
+        await asyncio.sleep(1.5)  # the load balancer's health checks
+        try:
+            cl = await Client.open(c.lb)
+            await cl.ws.close()
+            raise AssertionError("the load balancer accepted a client while no node was ready")
+        except AssertionError:
+            raise
+        except Exception as e:  # the upgrade is refused (503 from HAProxy)
+            print(f"    new client refused while Redis is down: {type(e).__name__}: {e}")
+        await c.prom.wait_for('count(ALERTS{alertname="RoomcastAdapterDown", alertstate="firing"})', live, timeout=60)
+        print(f"    RoomcastAdapterDown firing for {live:g} nodes")
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    await c.prom.wait_for("sum(roomcast_ready)", live, timeout=60)
+    room = "cluster.after-outage"
+    await c.open_clients(2)
+    for cl in c.clients:
+        await cl.command("subscribe", "subscribed", room=room)
+    c.publish(room, {"after": "outage"})
+    for cl in c.clients:
+        msg = await recv_op(cl.ws, "message", room=room)
+        assert msg["data"] == {"after": "outage"}, msg
+
+
+test_redis_outage_alerts_and_recovers.timeout = 180
+
 TESTS = [
     test_info_lists_every_node,
     test_clients_spread_over_every_node,
@@ -289,6 +327,7 @@ TESTS = [
     test_alert_rules_loaded_and_quiet,
     test_dashboard_queries_run,
     test_sigterm_drains_one_node,
+    test_redis_outage_alerts_and_recovers,
 ]
 
 
@@ -298,7 +337,7 @@ async def main(env_path):
     for t in TESTS:
         name = t.__name__
         try:
-            await asyncio.wait_for(t(c), 60)
+            await asyncio.wait_for(t(c), getattr(t, "timeout", 60))
             print(f"PASS {name}")
             passed += 1
         except Exception as e:  # report every test, then fail the run
