@@ -113,7 +113,11 @@ check_dockerfile() {
   if grep -qxE '/?(gateway|proto|adapter[^/]*|Cargo\.(toml|lock)|deploy/docker)/?' .dockerignore; then
     echo ".dockerignore drops a path the build needs"; return 1
   fi
-  echo "$df builds -p roomcast-gateway, runs as uid 10001, has a HEALTHCHECK"
+  # The image builds with --locked: a stale Cargo.lock would fail there.
+  if command -v cargo >/dev/null; then
+    cargo metadata --locked --format-version 1 >/dev/null || { echo "Cargo.lock is out of date (the image builds with --locked)"; return 1; }
+  fi
+  echo "$df builds -p roomcast-gateway --locked, runs as uid 10001, has a HEALTHCHECK"
 }
 
 # ---------------------------------------------------------------- k8s
