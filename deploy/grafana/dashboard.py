@@ -248,7 +248,7 @@ def build():
         (f"sum by (method) (rate(roomcast_grpc_requests_total{{{SEL}}}[$__rate_interval]))", "{{method}}"),
     ], unit="reqps", stack=True)
     p.series("gRPC errors / s by method and code", [
-        (f'sum by (method, code) (rate(roomcast_grpc_requests_total{{code!~"OK|Ok|0", {SEL}}}[$__rate_interval]))',
+        (f'sum by (method, code) (rate(roomcast_grpc_requests_total{{code!="OK", {SEL}}}[$__rate_interval]))',
          "{{method}} {{code}}"),
     ], unit="reqps", stack=True)
 
