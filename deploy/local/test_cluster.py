@@ -17,9 +17,11 @@ grpcio-tools. Needs: pip install websockets grpcio grpcio-tools.
 """
 
 import asyncio
+import atexit
 import json
 import os
 import pathlib
+import shutil
 import signal
 import sys
 import tempfile
@@ -49,6 +51,7 @@ def load_env(path):
 
 def load_stubs():
     out = tempfile.mkdtemp(prefix="roomcast-stubs-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     protos = sorted(str(p.relative_to(ROOT / "proto")) for p in (ROOT / "proto/roomcast/v1").glob("*.proto"))
     rc = protoc.main(
         ["protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}", f"--grpc_python_out={out}", *protos]
