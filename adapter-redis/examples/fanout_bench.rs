@@ -172,6 +172,12 @@ async fn main() {
     )
     .await;
     println!("redis INFO cpu after: {:.2} s", cpu_seconds(&server));
+    if std::env::var_os("BENCH_COMMANDSTATS").is_some() {
+        let stats = server.command("INFO commandstats").unwrap_or_default();
+        for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
+            println!("{line}");
+        }
+    }
     publisher.shutdown().await;
     for (s, _) in &subscribers {
         s.shutdown().await;

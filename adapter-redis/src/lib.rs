@@ -524,7 +524,8 @@ impl Adapter for RedisAdapter {
             .arg(query.options.ttl.as_millis().max(1) as u64)
             .arg(since)
             .arg(since_epoch)
-            .arg(limit);
+            .arg(limit)
+            .arg(query.options.size);
         let reply: redis::Value = inner.timed(call.invoke_async(&mut conn)).await?;
         let found = scripts::parse_history(&reply)?;
         let publications = found

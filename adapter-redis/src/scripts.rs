@@ -15,6 +15,11 @@ use roomcast_adapter::AdapterError;
 /// `RoomEnvelope.room` field, 7 the encoded `Publication` without its offset,
 /// 8 the encoded `RoomPublication.exclude_client_id` field (maybe empty).
 ///
+/// The stream is trimmed approximately (`MAXLEN ~`: whole stream nodes at a
+/// time, so it may hold up to one node, 100 entries by default, more than
+/// asked); exact trimming made XADD several times dearer. The history script
+/// shows only the newest `size` entries, so readers see the exact size.
+///
 /// Returns `{offset, epoch}`. The envelope is assembled here because only
 /// here is the offset known; protobuf fields may come in any order, so the
 /// offset field is prepended to the publication the node encoded.
@@ -47,7 +52,7 @@ end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local id = string.format('%d', offset)
 local publication = string.char(8) .. varint(offset) .. ARGV[7]
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], id .. '-0', 'p', publication)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'p', publication)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if ARGV[5] == '1' then
@@ -62,7 +67,9 @@ return {offset, epoch}
 ///
 /// KEYS: 1 meta hash, 2 history stream.
 /// ARGV: 1 epoch to use if the room has none, 2 its ttl (ms), 3 "" or the
-/// offset to read after, 4 the epoch of that offset, 5 limit (-1: all).
+/// offset to read after, 4 the epoch of that offset, 5 limit (-1: all),
+/// 6 the history size (entries older than the newest `size` are ignored:
+/// the stream is trimmed approximately).
 ///
 /// Returns `{epoch, offset, oldest kept offset (0: none), {publications}}`
 /// with publications oldest first. A room that keeps history but has none
@@ -79,38 +86,45 @@ if not epoch then
   return {epoch, 0, 0, {}}
 end
 offset = tonumber(redis.call('HGET', KEYS[1], 'o')) or 0
+local size = tonumber(ARGV[6])
+local floor = offset - size + 1
+if floor < 1 then
+  floor = 1
+end
 local oldest = 0
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if #first > 0 then
   oldest = tonumber(string.match(first[1][1], '^(%d+)-'))
+  if oldest < floor then
+    oldest = floor
+  end
 end
 local limit = tonumber(ARGV[5])
+if limit < 0 or limit > size then
+  limit = size
+end
 local out = {}
 if limit == 0 then
   return {epoch, offset, oldest, out}
 end
 local entries
 if ARGV[3] == '' then
-  if limit < 0 then
-    entries = redis.call('XRANGE', KEYS[2], '-', '+')
-  else
-    local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)
-    entries = {}
-    for i = #newest, 1, -1 do
-      entries[#entries + 1] = newest[i]
-    end
+  local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)
+  entries = {}
+  for i = #newest, 1, -1 do
+    entries[#entries + 1] = newest[i]
   end
 else
   local since = tonumber(ARGV[3])
   if ARGV[4] ~= epoch or since > offset then
     return {epoch, offset, oldest, out}
   end
-  local start = string.format('%d', since + 1) .. '-0'
-  if limit < 0 then
-    entries = redis.call('XRANGE', KEYS[2], start, '+')
-  else
-    entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', limit)
+  local from = since + 1
+  if from < floor then
+    from = floor
   end
+  local start = string.format('%d', from) .. '-0'
+  entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', limit)
 end
 for i, e in ipairs(entries) do
   out[i] = e[2][2]
