@@ -211,33 +211,42 @@ function chatMessage(m) {
 }
 
 let presenceTimer = null;
+let presenceAgain = null;
 function refreshPresence() {
   clearTimeout(presenceTimer);
+  clearTimeout(presenceAgain);
   // Joins and leaves come in bursts (a page reload is one of each): coalesce.
-  presenceTimer = setTimeout(async () => {
-    try {
-      const clients = await client.presence('chat.lobby');
-      const me = client.session && client.session.client_id;
-      const list = $('presence-list');
-      list.replaceChildren(
-        ...clients.map((c) => {
-          const li = document.createElement('li');
-          li.textContent = who(c);
-          li.dataset.clientId = c.client_id;
-          if (c.client_id === me) {
-            const you = document.createElement('span');
-            you.className = 'you';
-            you.textContent = '(you)';
-            li.append(' ', you);
-          }
-          return li;
-        }),
-      );
-      $('presence-count').textContent = String(clients.length);
-    } catch (err) {
-      $('presence-list').replaceChildren(Object.assign(document.createElement('li'), { textContent: `presence: ${err.code}` }));
-    }
-  }, 150);
+  // Ask once more a little later: a join can reach us before every node's
+  // presence view has caught up with it.
+  presenceTimer = setTimeout(() => loadPresence(), 150);
+  presenceAgain = setTimeout(() => loadPresence(), 1500);
+}
+// And now and then, so the list heals after anything missed while offline.
+setInterval(() => client.readyState === OPEN && loadPresence(), 15000);
+
+async function loadPresence() {
+  try {
+    const clients = await client.presence('chat.lobby');
+    const me = client.session && client.session.client_id;
+    const list = $('presence-list');
+    list.replaceChildren(
+      ...clients.map((c) => {
+        const li = document.createElement('li');
+        li.textContent = who(c);
+        li.dataset.clientId = c.client_id;
+        if (c.client_id === me) {
+          const you = document.createElement('span');
+          you.className = 'you';
+          you.textContent = '(you)';
+          li.append(' ', you);
+        }
+        return li;
+      }),
+    );
+    $('presence-count').textContent = String(clients.length);
+  } catch (err) {
+    $('presence-list').replaceChildren(Object.assign(document.createElement('li'), { textContent: `presence: ${err.code}` }));
+  }
 }
 
 const chat = client.subscribe('chat.lobby');

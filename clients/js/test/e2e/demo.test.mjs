@@ -34,12 +34,17 @@ async function say(page, text) {
   await page.click('#chat-form button[type="submit"]');
 }
 
-function chatHas(page, text) {
-  return page.waitForFunction(
-    (t) => [...document.querySelectorAll('#chat-messages li')].some((li) => li.textContent.includes(t)),
-    text,
-    { timeout: 10000 },
-  );
+async function chatHas(page, text) {
+  try {
+    await page.waitForFunction(
+      (t) => [...document.querySelectorAll('#chat-messages li')].some((li) => li.textContent.includes(t)),
+      text,
+      { timeout: 10000 },
+    );
+  } catch (err) {
+    const shown = await page.$$eval('#chat-messages li', (els) => els.map((e) => e.textContent));
+    throw new Error(`${err.message}\nwanted "${text}"; chat shows ${JSON.stringify(shown)}`);
+  }
 }
 
 before(async () => {
@@ -114,11 +119,17 @@ test('two pages chat with each other and see each other in presence', async () =
     { timeout: 10000 },
   );
   for (const page of [alice, bob]) {
-    await page.waitForFunction(
-      (ids) => ids.every((id) => document.querySelector(`#presence-list li[data-client-id="${id}"]`)),
-      [aliceId, bobId],
-      { timeout: 10000 },
-    );
+    await page
+      .waitForFunction(
+        (ids) => ids.every((id) => document.querySelector(`#presence-list li[data-client-id="${id}"]`)),
+        [aliceId, bobId],
+        { timeout: 10000 },
+      )
+      .catch(async (err) => {
+        const shown = await page.$$eval('#presence-list li', (els) => els.map((e) => e.dataset.clientId || e.textContent));
+        const asked = await page.evaluate(() => window.roomcast.presence('chat.lobby'));
+        throw new Error(`${err.message}\nwanted ${aliceId} and ${bobId}; list shows ${shown}; presence now ${JSON.stringify(asked)}`);
+      });
   }
 
   await say(alice, 'hi bob, this is alice');
