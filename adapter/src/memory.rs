@@ -10,7 +10,7 @@ use crate::{
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,9 +91,7 @@ impl RoomHistory {
 
 impl BusInner {
     fn stripe(&self, room: &str) -> &Mutex<()> {
-        let mut h = self.hasher.build_hasher();
-        room.hash(&mut h);
-        &self.order[(h.finish() as usize) % ORDER_STRIPES]
+        &self.order[(self.hasher.hash_one(room) as usize) % ORDER_STRIPES]
     }
 
     fn deliver(&self, room: &str, event: RoomEvent) {

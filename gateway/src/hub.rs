@@ -21,7 +21,7 @@ use roomcast_adapter::{
     PresenceEvent, RoomEvent, StreamPosition, Target,
 };
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -113,12 +113,15 @@ fn encode_event(proto: Subprotocol, room: &str, event: &RoomEvent) -> Bytes {
     }
 }
 
+/// A pending session and the events held for it.
+type Held = (Arc<SessionShared>, Vec<Arc<Encoded>>);
+
 struct Room {
     name: Arc<str>,
     live: HashMap<u64, Arc<SessionShared>>,
     /// Sessions whose subscribe is still reading history: events are held
     /// here so they follow the replayed ones, in order.
-    pending: parking_lot::Mutex<HashMap<u64, (Arc<SessionShared>, Vec<Arc<Encoded>>)>>,
+    pending: parking_lot::Mutex<HashMap<u64, Held>>,
     adapter_subscribed: bool,
     policy: OverflowPolicy,
 }
@@ -187,9 +190,7 @@ impl Hub {
     }
 
     fn shard(&self, room: &str) -> &Shard {
-        let mut h = self.hasher.build_hasher();
-        room.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(room) as usize) % SHARDS]
     }
 
     /// Registers a new session.

@@ -318,20 +318,14 @@ async fn serve_grpc(
     }
     // While draining, health checks report NOT_SERVING.
     let mut drain = node.draining();
-    let health_node = node.clone();
     tokio::spawn(async move {
-        if {
-            crate::wait_true(&mut drain).await;
-            true
-        } {
-            let _ = &health_node;
-            reporter
-                .set_not_serving::<ControlServer<control::ControlService>>()
-                .await;
-            reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-        }
+        wait_true(&mut drain).await;
+        reporter
+            .set_not_serving::<ControlServer<control::ControlService>>()
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
     });
     let control =
         ControlServer::with_interceptor(control::ControlService::new(node.clone()), check.clone());

@@ -220,7 +220,7 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, mode: Mode) -> Response<
         Mode::Echo => None,
         Mode::Roomcast => match Subprotocol::negotiate(offered) {
             Ok(p) => p,
-            Err(()) => {
+            Err(_) => {
                 return refuse(
                     &node,
                     StatusCode::BAD_REQUEST,

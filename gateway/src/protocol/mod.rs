@@ -31,7 +31,9 @@ impl Subprotocol {
 
     /// Picks the first offered subprotocol this node speaks. `Ok(None)` when
     /// none was offered; `Err` when only unknown ones were.
-    pub fn negotiate<'a>(offered: impl Iterator<Item = &'a str>) -> Result<Option<Self>, ()> {
+    pub fn negotiate<'a>(
+        offered: impl Iterator<Item = &'a str>,
+    ) -> Result<Option<Self>, UnknownSubprotocols> {
         let mut any = false;
         for token in offered
             .flat_map(|h| h.split(','))
@@ -46,7 +48,7 @@ impl Subprotocol {
             }
         }
         if any {
-            Err(())
+            Err(UnknownSubprotocols)
         } else {
             Ok(None)
         }
@@ -76,6 +78,10 @@ impl Subprotocol {
         frame::encode(self.opcode(), &body)
     }
 }
+
+/// The client offered subprotocols, none of them ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownSubprotocols;
 
 /// Error codes of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,7 +296,7 @@ mod tests {
         );
         assert_eq!(
             Subprotocol::negotiate(["chat, superchat"].into_iter()),
-            Err(())
+            Err(UnknownSubprotocols)
         );
     }
 }
