@@ -35,6 +35,12 @@ fn main() -> ExitCode {
         Ok(Ok(c)) => c,
     };
     init_logging(config.log_format);
+    // Each session is a file descriptor; many systems start processes with a
+    // soft limit of 1024 while allowing far more.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -69,8 +69,10 @@ pub enum Pushed {
 #[derive(Default)]
 struct Inner {
     items: VecDeque<Outbound>,
-    /// Bytes queued plus bytes taken by the writer and not yet written.
-    bytes: usize,
+    /// Bytes of `items`.
+    queued: usize,
+    /// Bytes taken by the writer and not yet written.
+    inflight: usize,
     overflowed: bool,
     closed: bool,
     controls: Vec<Control>,
@@ -105,24 +107,32 @@ impl OutboundQueue {
                 if let Some(old) = q.items.iter_mut().find(|o| o.key.as_ref() == Some(key)) {
                     let old_len = old.frame.len();
                     *old = item;
-                    q.bytes = q.bytes - old_len + len;
+                    q.queued = q.queued - old_len + len;
                     return Pushed::Replaced;
                 }
             }
         }
+        // `disconnect` counts what the writer holds too: the session's whole
+        // backlog stays under the limit. The drop policies can only drop what
+        // is still queued, so they bound the queue alone (the writer holds
+        // at most one more queue's worth).
+        let held = |q: &Inner| match policy {
+            OverflowPolicy::Disconnect => q.queued + q.inflight,
+            _ => q.queued,
+        };
         let mut dropped = 0;
-        if q.bytes + len > self.limit {
+        if held(&q) + len > self.limit {
             if policy != OverflowPolicy::Disconnect && item.droppable() {
-                while q.bytes + len > self.limit {
+                while held(&q) + len > self.limit {
                     let Some(pos) = q.items.iter().position(Outbound::droppable) else {
                         break;
                     };
                     let old = q.items.remove(pos).expect("position is in range");
-                    q.bytes -= old.frame.len();
+                    q.queued -= old.frame.len();
                     dropped += 1;
                 }
             }
-            if q.bytes + len > self.limit {
+            if held(&q) + len > self.limit {
                 q.overflowed = true;
                 drop(q);
                 self.notify.notify_one();
@@ -130,7 +140,7 @@ impl OutboundQueue {
             }
         }
         let was_empty = q.items.is_empty();
-        q.bytes += len;
+        q.queued += len;
         q.items.push_back(item);
         drop(q);
         if was_empty {
@@ -155,10 +165,12 @@ impl OutboundQueue {
         true
     }
 
-    /// Moves every queued frame to `out`; their bytes still count until
-    /// [`OutboundQueue::written`].
+    /// Moves every queued frame to `out`; their bytes still count (as in
+    /// flight) until [`OutboundQueue::written`].
     pub fn take(&self, out: &mut VecDeque<Outbound>) {
         let mut q = self.inner.lock();
+        q.inflight += q.queued;
+        q.queued = 0;
         if out.is_empty() {
             std::mem::swap(out, &mut q.items);
         } else {
@@ -174,7 +186,7 @@ impl OutboundQueue {
     /// The writer wrote `n` bytes of taken frames.
     pub fn written(&self, n: usize) {
         let mut q = self.inner.lock();
-        q.bytes = q.bytes.saturating_sub(n);
+        q.inflight = q.inflight.saturating_sub(n);
     }
 
     /// Whether a push overflowed (the session must close with 4008).
@@ -187,6 +199,7 @@ impl OutboundQueue {
         let mut q = self.inner.lock();
         q.closed = true;
         q.items.clear();
+        q.queued = 0;
         q.controls.clear();
     }
 

@@ -291,6 +291,10 @@ impl Session {
             }
             if self.has_output() {
                 match self.write_some() {
+                    // Everything taken was written: frames queued meanwhile
+                    // may have no wake-up left (it was spent while the
+                    // socket was blocked), so look at the queue again now.
+                    Ok(_) if !self.has_output() => continue,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => return "client_gone",
@@ -385,7 +389,10 @@ impl Session {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(Close::new(e.close_code(), e.to_string(), e.metric_reason()));
+                    let mut close = Close::new(e.close_code(), e.to_string(), e.metric_reason());
+                    // Replies to the frames before the bad one still go out.
+                    close.flush = true;
+                    return Err(close);
                 }
             };
             match msg {
@@ -394,7 +401,11 @@ impl Session {
                 Message::Close(c) => {
                     self.client_closed = true;
                     let code = c.as_ref().map_or(1000, |(code, _)| *code);
-                    self.begin_close(Close::new(code, "", "normal"));
+                    let mut close = Close::new(code, "", "normal");
+                    // Replies to what the client sent before its close go out
+                    // before ours (RFC 6455 §5.5.1 allows the wait).
+                    close.flush = true;
+                    self.begin_close(close);
                     return Ok(());
                 }
                 Message::Text(t) => self.on_message(t, true).await?,
@@ -719,10 +730,12 @@ impl Session {
         if self.closing.is_some() {
             return;
         }
-        self.shared.queue.close();
         if close.flush {
+            // Before closing the queue: closing drops what it holds.
             self.shared.queue.take(&mut self.data);
-        } else {
+        }
+        self.shared.queue.close();
+        if !close.flush {
             // Keep only a half-written frame: the stream must stay well-formed.
             let keep = if self.data_written > 0 { 1 } else { 0 };
             self.data.truncate(keep);
