@@ -74,7 +74,7 @@ impl Encoded {
         }
     }
 
-    fn outbound(&self, proto: Subprotocol) -> Outbound {
+    fn outbound(&self, proto: Subprotocol, policy: OverflowPolicy) -> Outbound {
         let accepted_us = match &self.event {
             RoomEvent::Publication { publication, .. } => publication.time_unix_micros.max(1),
             RoomEvent::Presence(_) => 0,
@@ -82,7 +82,8 @@ impl Encoded {
         Outbound {
             frame: self.frame(proto),
             accepted_us,
-            key: Some(self.room.clone()),
+            // Only `latest_per_key` looks at keys; skip the refcount otherwise.
+            key: (policy == OverflowPolicy::LatestPerKey).then(|| self.room.clone()),
         }
     }
 
@@ -300,7 +301,7 @@ impl Hub {
         for e in held {
             let newer = e.offset().is_none_or(|o| o == 0 || o > seen);
             if newer && !e.excludes(&s.client_id) {
-                self.push(s, e.outbound(s.proto), entry.policy);
+                self.push(s, e.outbound(s.proto, entry.policy), entry.policy);
             }
         }
         entry.live.insert(s.id, s.clone());
@@ -433,7 +434,7 @@ impl Handler for Hub {
             if encoded.excludes(&s.client_id) {
                 continue;
             }
-            self.push(s, encoded.outbound(s.proto), r.policy);
+            self.push(s, encoded.outbound(s.proto, r.policy), r.policy);
         }
         let mut pending = r.pending.lock();
         for (_, held) in pending.values_mut() {

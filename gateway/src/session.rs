@@ -825,7 +825,10 @@ impl Session {
     fn consume(&mut self, mut written: usize) {
         let mut data_bytes = 0;
         let mut frames = 0u64;
-        let mut latency_now: Option<i64> = None;
+        // The oldest publication completed by this write: one histogram
+        // observation per write keeps the (locked) histogram off the
+        // per-frame path and records the batch's worst latency.
+        let mut oldest = i64::MAX;
         if self.data_written > 0 {
             let len = self.data[0].frame.len() - self.data_written;
             if written < len {
@@ -837,7 +840,7 @@ impl Session {
             data_bytes += len;
             let done = self.data.pop_front().expect("exists");
             frames += 1;
-            self.observe(&done, &mut latency_now);
+            oldest = oldest.min(accepted(&done));
             self.data_written = 0;
         }
         while written > 0 {
@@ -863,18 +866,14 @@ impl Session {
             data_bytes += len;
             let done = self.data.pop_front().expect("exists");
             frames += 1;
-            self.observe(&done, &mut latency_now);
+            oldest = oldest.min(accepted(&done));
         }
         self.shared.queue.written(data_bytes);
         if frames > 0 {
             self.node.metrics.messages_sent.inc_by(frames);
         }
-    }
-
-    fn observe(&self, o: &Outbound, now: &mut Option<i64>) {
-        if o.accepted_us != 0 {
-            let now = *now.get_or_insert_with(roomcast_adapter::now_unix_micros);
-            let secs = (now - o.accepted_us).max(0) as f64 / 1e6;
+        if oldest != i64::MAX {
+            let secs = (roomcast_adapter::now_unix_micros() - oldest).max(0) as f64 / 1e6;
             self.node.metrics.delivery_seconds.observe(secs);
         }
     }
@@ -890,6 +889,15 @@ impl Session {
             }
         }
         hub.remove_session(self.shared.id);
+    }
+}
+
+/// When a frame's publication was accepted; `i64::MAX` for replies.
+fn accepted(o: &Outbound) -> i64 {
+    if o.accepted_us == 0 {
+        i64::MAX
+    } else {
+        o.accepted_us
     }
 }
 
