@@ -4,7 +4,10 @@
 //! The reader owns every check a public edge needs (masking, reserved bits,
 //! opcodes, control-frame rules, fragmentation order, message size across
 //! fragments, UTF-8 across fragments, close payloads) and maps each failure
-//! to the close code the peer must receive. Server frames are never masked,
+//! to the close code the peer must receive. Text is checked as it arrives:
+//! invalid UTF-8 fails the connection as soon as the bytes that prove it are
+//! in, even in the middle of a frame whose end has not arrived yet. Server
+//! frames are never masked,
 //! so one encoded frame is the same bytes for every subscriber: it is built
 //! once and shared.
 
@@ -206,29 +209,110 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, FrameError> {
 struct Partial {
     text: bool,
     buf: BytesMut,
-    /// Bytes of `buf` known to be valid UTF-8; the rest is an incomplete
-    /// character that the next fragment must finish.
-    utf8_checked: usize,
 }
 
-/// Reads client frames out of a byte buffer, strictly.
-pub struct FrameReader {
-    max_message: usize,
-    partial: Option<Partial>,
+/// Incremental UTF-8 validation of one text message, fed in any pieces:
+/// bytes already checked are never looked at again, and a character may be
+/// split across pieces.
+#[derive(Debug, Clone, Copy, Default)]
+struct Utf8 {
+    /// Continuation bytes still owed by the character in progress.
+    need: u8,
+    /// Allowed range of the next continuation byte (the second byte of a
+    /// character is narrower after E0, ED, F0 and F4).
+    lo: u8,
+    hi: u8,
 }
 
-/// Checks `buf[from..]` as UTF-8, allowing an incomplete character at the end
-/// when more is to come. Returns the new checked length.
-fn check_utf8(buf: &[u8], from: usize, complete: bool) -> Result<usize, FrameError> {
-    match std::str::from_utf8(&buf[from..]) {
-        Ok(_) => Ok(buf.len()),
-        Err(e) if e.error_len().is_none() && !complete => Ok(from + e.valid_up_to()),
-        Err(_) => Err(FrameError::InvalidUtf8),
+impl Utf8 {
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), FrameError> {
+        // Finish a character split off by the previous piece.
+        while self.need > 0 {
+            let Some((&b, rest)) = bytes.split_first() else {
+                return Ok(());
+            };
+            if b < self.lo || b > self.hi {
+                return Err(FrameError::InvalidUtf8);
+            }
+            self.need -= 1;
+            (self.lo, self.hi) = (0x80, 0xBF);
+            bytes = rest;
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => Ok(()),
+            // The piece ends inside a character that may still be finished.
+            Err(e) if e.error_len().is_none() => {
+                let tail = &bytes[e.valid_up_to()..];
+                (self.need, self.lo, self.hi) = match tail[0] {
+                    0xC2..=0xDF => (1, 0x80, 0xBF),
+                    0xE0 => (2, 0xA0, 0xBF),
+                    0xED => (2, 0x80, 0x9F),
+                    0xE1..=0xEF => (2, 0x80, 0xBF),
+                    0xF0 => (3, 0x90, 0xBF),
+                    0xF4 => (3, 0x80, 0x8F),
+                    _ => (3, 0x80, 0xBF),
+                };
+                self.feed(&tail[1..])
+            }
+            Err(_) => Err(FrameError::InvalidUtf8),
+        }
+    }
+
+    /// The message may end here: no character is left half done.
+    fn finish(&self) -> Result<(), FrameError> {
+        if self.need == 0 {
+            Ok(())
+        } else {
+            Err(FrameError::InvalidUtf8)
+        }
     }
 }
 
+/// Reads client frames out of a byte buffer, strictly.
+///
+/// The caller appends what it reads to the buffer and passes the same
+/// buffer to every call; the reader takes complete frames off its front and
+/// leaves an incomplete one in place.
+pub struct FrameReader {
+    max_message: usize,
+    partial: Option<Partial>,
+    /// The text message in progress, across its fragments.
+    utf8: Utf8,
+    /// Payload bytes of the (incomplete, text) frame at the front of the
+    /// buffer already fed to `utf8`.
+    checked: usize,
+}
+
+/// Unmasks a copy of `payload`, which starts `offset` bytes into its frame's
+/// payload, piece by piece, and feeds it to `utf8`. The buffer itself is
+/// unmasked once the whole frame is in.
+fn feed_masked(
+    utf8: &mut Utf8,
+    payload: &[u8],
+    mask: [u8; 4],
+    offset: usize,
+) -> Result<(), FrameError> {
+    let mut scratch = [0u8; 256];
+    let mut at = offset;
+    for piece in payload.chunks(scratch.len()) {
+        let out = &mut scratch[..piece.len()];
+        for (i, (o, b)) in out.iter_mut().zip(piece).enumerate() {
+            *o = b ^ mask[(at + i) % 4];
+        }
+        utf8.feed(out)?;
+        at += piece.len();
+    }
+    Ok(())
+}
+
+/// Close codes a peer may send: those RFC 6455 §7.4.1 defines for use
+/// (1000-1003, 1007-1011), those registered with IANA since (1012 service
+/// restart, 1013 try again later, which this gateway sends itself, 1014 bad
+/// gateway), and the ranges for libraries and applications (3000-4999).
+/// 1004 is reserved, 1005, 1006 and 1015 must never be sent in a frame, the
+/// rest of 0-2999 is unassigned and nothing above 4999 is defined.
 fn valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 impl FrameReader {
@@ -237,6 +321,8 @@ impl FrameReader {
         Self {
             max_message,
             partial: None,
+            utf8: Utf8::default(),
+            checked: 0,
         }
     }
 
@@ -272,44 +358,53 @@ impl FrameReader {
                 }
                 _ => {}
             }
+            let text = match head.opcode {
+                OpCode::Text => true,
+                OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.text),
+                _ => false,
+            };
+            if head.opcode == OpCode::Text && self.checked == 0 {
+                self.utf8 = Utf8::default();
+            }
             let total = head.header_len + head.payload_len as usize;
             if buf.len() < total {
+                // Fail fast: check the text that is already here.
+                let have = buf.len().saturating_sub(head.header_len);
+                if text && have > self.checked {
+                    let new = &buf[head.header_len + self.checked..head.header_len + have];
+                    feed_masked(&mut self.utf8, new, head.mask, self.checked)?;
+                    self.checked = have;
+                }
                 *hint = total - buf.len();
                 return Ok(None);
             }
+            let checked = std::mem::take(&mut self.checked);
             let mut frame = buf.split_to(total);
             frame.advance(head.header_len);
             fastwebsockets::unmask(&mut frame, head.mask);
+            if text {
+                self.utf8.feed(&frame[checked..])?;
+                if head.fin {
+                    self.utf8.finish()?;
+                }
+            }
             match head.opcode {
                 OpCode::Ping => return Ok(Some(Message::Ping(frame.freeze()))),
                 OpCode::Pong => return Ok(Some(Message::Pong(frame.freeze()))),
                 OpCode::Close => return Self::close(frame.freeze()).map(Some),
                 OpCode::Text | OpCode::Binary => {
-                    let text = head.opcode == OpCode::Text;
                     if head.fin {
-                        if text {
-                            check_utf8(&frame, 0, true)?;
-                            return Ok(Some(Message::Text(frame.freeze())));
-                        }
-                        return Ok(Some(Message::Binary(frame.freeze())));
+                        return Ok(Some(if text {
+                            Message::Text(frame.freeze())
+                        } else {
+                            Message::Binary(frame.freeze())
+                        }));
                     }
-                    let utf8_checked = if text {
-                        check_utf8(&frame, 0, false)?
-                    } else {
-                        0
-                    };
-                    self.partial = Some(Partial {
-                        text,
-                        buf: frame,
-                        utf8_checked,
-                    });
+                    self.partial = Some(Partial { text, buf: frame });
                 }
                 OpCode::Continuation => {
                     let p = self.partial.as_mut().expect("checked above");
                     p.buf.extend_from_slice(&frame);
-                    if p.text {
-                        p.utf8_checked = check_utf8(&p.buf, p.utf8_checked, head.fin)?;
-                    }
                     if head.fin {
                         let p = self.partial.take().expect("checked above");
                         let data = p.buf.freeze();
@@ -476,6 +571,98 @@ mod tests {
         assert_eq!(read_all(&bad_first, 100).unwrap_err().close_code(), 1007);
         let truncated = client_frame(true, 1, &euro[..2]);
         assert_eq!(read_all(&truncated, 100).unwrap_err().close_code(), 1007);
+    }
+
+    #[test]
+    fn utf8_fails_fast_inside_a_frame_that_has_not_fully_arrived() {
+        let mut payload = "ok €".as_bytes().to_vec();
+        payload.extend_from_slice(&[0xed, 0xa0, 0x80]); // a surrogate
+        payload.extend_from_slice(&[b'x'; 100]);
+        let f = client_frame(true, 1, &payload);
+        let head = f.len() - payload.len();
+        let mut r = FrameReader::new(1000);
+        let mut hint = 0;
+        // Up to the middle of the euro sign: fine so far.
+        let mut buf = BytesMut::from(&f[..head + 4]);
+        assert_eq!(r.next(&mut buf, &mut hint).unwrap(), None);
+        // The second byte of the surrogate proves it: refused now.
+        buf.extend_from_slice(&f[head + 4..head + 8]);
+        assert_eq!(r.next(&mut buf, &mut hint), Err(FrameError::InvalidUtf8));
+    }
+
+    #[test]
+    fn text_arriving_byte_by_byte_in_fragments_is_accepted() {
+        let text = "Grüße — 東京 𝄞".as_bytes();
+        let mut wire = Vec::new();
+        for (i, part) in text.chunks(3).enumerate() {
+            let last = (i + 1) * 3 >= text.len();
+            wire.extend(client_frame(last, if i == 0 { 1 } else { 0 }, part));
+        }
+        let mut r = FrameReader::new(1000);
+        let mut buf = BytesMut::new();
+        let mut hint = 0;
+        let mut got = Vec::new();
+        for b in wire {
+            buf.extend_from_slice(&[b]);
+            while let Some(m) = r.next(&mut buf, &mut hint).unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got, vec![Message::Text(Bytes::copy_from_slice(text))]);
+    }
+
+    #[test]
+    fn incremental_utf8_agrees_with_std_at_every_split() {
+        let samples: &[&[u8]] = &[
+            "a€𝄞ß".as_bytes(),
+            &[0xe0, 0xa0, 0x80],
+            &[0xe0, 0x9f, 0xbf],
+            &[0xed, 0x9f, 0xbf],
+            &[0xed, 0xa0, 0x80],
+            &[0xf0, 0x90, 0x80, 0x80],
+            &[0xf0, 0x8f, 0xbf, 0xbf],
+            &[0xf4, 0x8f, 0xbf, 0xbf],
+            &[0xf4, 0x90, 0x80, 0x80],
+            &[0xc2],
+            &[0xc0, 0x80],
+            &[0xe2, 0x82, b'A'],
+            &[0xf1, 0x80, 0x80, 0x80, 0xff],
+        ];
+        for s in samples {
+            let want = std::str::from_utf8(s).is_ok();
+            for a in 0..=s.len() {
+                for b in a..=s.len() {
+                    let mut u = Utf8::default();
+                    let got = u
+                        .feed(&s[..a])
+                        .and_then(|_| u.feed(&s[a..b]))
+                        .and_then(|_| u.feed(&s[b..]))
+                        .and_then(|_| u.finish())
+                        .is_ok();
+                    assert_eq!(got, want, "{s:x?} split at {a}, {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn registered_close_codes_are_accepted() {
+        for code in [1000u16, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 4999] {
+            let p = code.to_be_bytes();
+            assert_eq!(
+                read_all(&client_frame(true, 8, &p), 10).unwrap(),
+                vec![Message::Close(Some((code, Bytes::new())))],
+                "{code}"
+            );
+        }
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            let p = code.to_be_bytes();
+            assert_eq!(
+                read_all(&client_frame(true, 8, &p), 10).unwrap_err(),
+                FrameError::BadClose,
+                "{code}"
+            );
+        }
     }
 
     #[test]
