@@ -290,7 +290,7 @@ async fn run(cli: Cli) -> Result<()> {
             match scenarios::run(&ctx, scenario, kind, &sizes).await {
                 Ok(runs) => {
                     for r in &runs {
-                        let _ = ctx.bars.println(summary(r));
+                        say(&ctx.bars, summary(r));
                         if smoke {
                             failures.extend(smoke_check(r));
                         }
@@ -299,7 +299,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 Err(e) => {
                     let msg = format!("{scenario} against {}: {e:#}", kind.name());
-                    let _ = ctx.bars.println(format!("FAILED {msg}"));
+                    say(&ctx.bars, format!("FAILED {msg}"));
                     report.warnings.push(format!("run failed: {msg}"));
                     failures.push(msg);
                 }
@@ -327,6 +327,16 @@ async fn run(cli: Cli) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A line above the progress bars, or on stderr when they are hidden
+/// (not a terminal), where indicatif would drop it.
+fn say(bars: &indicatif::MultiProgress, line: String) {
+    if bars.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        let _ = bars.println(line);
+    }
 }
 
 fn summary(r: &Run) -> String {

@@ -1,6 +1,6 @@
 //! The publisher: open-loop at a fixed rate, or as fast as the target
-//! delivers (a window of publications in flight, measured by a probe
-//! subscriber). Roomcast is fed through gRPC `PublishStream`; the baselines
+//! delivers (a window of publications in flight, measured by the
+//! subscribers' delivery counts). Roomcast is fed through gRPC `PublishStream`; the baselines
 //! through the publish command of their WebSocket contract.
 //!
 //! Open loop means each publication is stamped with the time it was
@@ -18,9 +18,9 @@ use roomcast_proto::v1::control_client::ControlClient;
 use roomcast_proto::v1::PublishRequest;
 use tokio::sync::mpsc;
 
-use crate::dialect::{payload, scan_u64, Dialect};
+use crate::dialect::{payload, Dialect};
 use crate::sys;
-use crate::ws::{ConnectOptions, Message, WsConn};
+use crate::ws::{ConnectOptions, WsConn};
 
 /// Where publications go.
 #[derive(Debug, Clone)]
@@ -42,11 +42,9 @@ pub struct PubPlan {
     pub duration: Duration,
     /// Size of each publication's JSON document.
     pub size: usize,
-    /// Publications in flight at most when `rate` is 0.
+    /// Publications in flight at most when `rate` is 0: published but not
+    /// yet delivered to every subscriber, as counted by the workers.
     pub window: u64,
-    /// A WebSocket endpoint (and dialect) for the probe subscriber of the
-    /// as-fast-as-possible mode.
-    pub probe: Option<(SocketAddr, Dialect)>,
 }
 
 /// What was published.
@@ -69,15 +67,17 @@ pub struct PubCounters {
     pub sent: AtomicU64,
 }
 
-/// Publishes according to `plan`.
-pub async fn publish(sink: &Sink, plan: &PubPlan, counters: Arc<PubCounters>) -> Result<PubResult> {
-    let seen = Arc::new(AtomicU64::new(0));
-    let _probe = if plan.rate <= 0.0 {
-        let (addr, dialect) = plan.probe.context("max-rate publishing needs a probe")?;
-        Some(start_probe(addr, dialect, &plan.rooms, seen.clone()).await?)
-    } else {
-        None
-    };
+/// Publishes according to `plan`. `seen` is kept up to date by the caller
+/// with how many publications have reached all their subscribers (from the
+/// workers' delivery counts); at max rate the publisher stays at most
+/// `window` ahead of it, so every target is measured at the rate it can
+/// sustain rather than at how much it can buffer.
+pub async fn publish(
+    sink: &Sink,
+    plan: &PubPlan,
+    counters: Arc<PubCounters>,
+    seen: Arc<AtomicU64>,
+) -> Result<PubResult> {
     match sink {
         Sink::Grpc(addr) => publish_grpc(*addr, plan, &seen, &counters).await,
         Sink::Ws(addr, dialect) => publish_ws(*addr, *dialect, plan, &seen, &counters).await,
@@ -247,51 +247,4 @@ async fn connect(addr: SocketAddr, dialect: Dialect) -> Result<WsConn> {
     .with_context(|| format!("publisher connect {addr}"))?;
     dialect.open(&mut conn).await?;
     Ok(conn)
-}
-
-/// A subscriber to every room that counts deliveries, so the max-rate
-/// publisher knows how far behind the server is. Aborted on drop.
-struct Probe(tokio::task::JoinHandle<()>);
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn start_probe(
-    addr: SocketAddr,
-    dialect: Dialect,
-    rooms: &[String],
-    seen: Arc<AtomicU64>,
-) -> Result<Probe> {
-    let mut conn = connect(addr, dialect).await?;
-    for room in rooms {
-        conn.send_text(dialect.subscribe(room).as_bytes()).await?;
-        loop {
-            match conn.next_message().await? {
-                Message::Data(m) if dialect.is_subscribed(&m) => break,
-                Message::Data(m) => {
-                    if let Some(r) = dialect.keepalive_reply(&m) {
-                        conn.send_text(r).await?;
-                    }
-                }
-                Message::Close(code) => bail!("probe closed with {code}"),
-            }
-        }
-    }
-    Ok(Probe(tokio::spawn(async move {
-        loop {
-            match conn.next_message().await {
-                Ok(Message::Data(m)) => {
-                    if let Some(r) = dialect.keepalive_reply(&m) {
-                        let _ = conn.send_text(r).await;
-                    } else if scan_u64(&m, b"\"s\":").is_some() {
-                        seen.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                _ => return,
-            }
-        }
-    })))
 }

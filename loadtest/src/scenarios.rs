@@ -59,7 +59,7 @@ impl Sizes {
             echo_sizes: vec![20, 1024, 16 * 1024],
             nodes: 1,
             slow_share: 0.0,
-            window: 32,
+            window: 64,
         };
         match scenario {
             "echo" => s.connections = 64,
@@ -497,30 +497,38 @@ async fn pubsub(
         (Kind::Roomcast, Some(g)) => Sink::Grpc(g),
         _ => Sink::Ws(target.nodes[0].ws, kind.dialect()),
     };
-    let last = target.nodes.last().expect("a node");
     let pplan = PubPlan {
         rooms: rooms.clone(),
         rate: sizes.rate,
         duration: sizes.duration,
         size: sizes.size,
         window: sizes.window,
-        probe: Some((last.ws, kind.dialect())),
     };
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Deliveries per publication: the reading subscribers of one room.
+    let reading = ready.connected.saturating_sub(if slow_every > 0 {
+        ready.connected / slow_every as u64
+    } else {
+        0
+    });
+    let per_pub = (reading as f64 / sizes.rooms as f64).max(1.0);
     let counters = Arc::new(PubCounters::default());
     let server_cpu0 = target.cpu_secs();
     let self_cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
     let t0 = Instant::now();
     let mut publisher = {
         let counters = counters.clone();
-        tokio::spawn(async move { publisher::publish(&sink, &pplan, counters).await })
+        let seen = seen.clone();
+        tokio::spawn(async move { publisher::publish(&sink, &pplan, counters, seen).await })
     };
     let mut sampler = Sampler::new();
     let published = loop {
         tokio::select! {
             r = &mut publisher => break r??,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {
                 pool.poll();
                 let (d, _, _) = pool.progress();
+                seen.store((d as f64 / per_pub) as u64, Ordering::Relaxed);
                 sampler.sample(d, &target);
                 pb.set_position(t0.elapsed().as_millis() as u64);
                 pb.set_message(format!("published {} delivered {d}", counters.sent.load(Ordering::Relaxed)));

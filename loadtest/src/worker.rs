@@ -96,7 +96,7 @@ pub enum Command {
 pub enum Event {
     /// Every connection is set up (or failed).
     Ready(ReadyInfo),
-    /// Cumulative counters, about every 200 ms.
+    /// Cumulative counters, about every 20 ms (they pace the max-rate publisher).
     Progress {
         /// Messages delivered so far (subscribe mode).
         delivered: u64,
@@ -221,7 +221,7 @@ async fn worker_main() -> Result<()> {
     {
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
             loop {
                 tick.tick().await;
                 let s = shared.borrow();
