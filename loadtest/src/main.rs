@@ -186,7 +186,13 @@ fn machine() -> std::collections::BTreeMap<String, String> {
     {
         m.insert("cpu".into(), model.1.trim().to_string());
     }
-    m.insert("cores".into(), sys::cpus().to_string());
+    // Counted from /proc/cpuinfo: after pinning, the affinity mask would
+    // say 1.
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    m.insert("cores".into(), cores.max(1).to_string());
     if let Some(mem) = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| s.lines().next().map(str::to_string))
