@@ -63,9 +63,18 @@ pub fn decode(payload: &[u8]) -> Result<Command, CommandError> {
     };
     let room =
         |r: Option<String>| r.ok_or_else(|| CommandError::bad_request(id, "missing field `room`"));
-    let data = |d: Option<&RawValue>| Data {
-        bytes: Bytes::copy_from_slice(d.map_or("null", |v| v.get()).as_bytes()),
-        binary: false,
+    let data = |d: Option<&RawValue>| {
+        let text = d.map_or("null", |v| v.get());
+        if has_lone_surrogate(text) {
+            return Err(CommandError::bad_request(
+                id,
+                "invalid `data`: a \\u escape names a lone UTF-16 surrogate",
+            ));
+        }
+        Ok(Data {
+            bytes: Bytes::copy_from_slice(text.as_bytes()),
+            binary: false,
+        })
     };
     let op = raw
         .op
@@ -88,14 +97,14 @@ pub fn decode(payload: &[u8]) -> Result<Command, CommandError> {
         "publish" => CommandKind::Publish {
             room: room(raw.room)?,
             event: raw.event.unwrap_or_default(),
-            data: data(raw.data),
+            data: data(raw.data)?,
         },
         "presence" => CommandKind::Presence {
             room: room(raw.room)?,
         },
         "ping" => CommandKind::Ping,
         "echo" => CommandKind::Echo {
-            data: data(raw.data),
+            data: data(raw.data)?,
         },
         other => {
             return Err(CommandError::bad_request(
@@ -108,6 +117,44 @@ pub fn decode(payload: &[u8]) -> Result<Command, CommandError> {
         }
     };
     Ok(Command { id, kind })
+}
+
+/// Whether JSON text holds a `\u` escape of a lone UTF-16 surrogate.
+///
+/// `data` is kept as raw JSON and sent to subscribers as it came, never
+/// decoded here, so serde does not refuse such an escape as it does in every
+/// decoded string; but strict parsers (serde_json, I-JSON) refuse the whole
+/// message. Without this check one publisher could send a room messages its
+/// subscribers cannot read. `json` must be valid JSON: every backslash then
+/// starts an escape inside a string.
+fn has_lone_surrogate(json: &str) -> bool {
+    let b = json.as_bytes();
+    let unit = |at: usize| {
+        json.get(at..at + 4)
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == b'\\') {
+        i += off;
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let Some(u) = unit(i + 2) else { return true };
+        i += 6;
+        match u {
+            0xD800..=0xDBFF => {
+                let low = b.get(i) == Some(&b'\\') && b.get(i + 1) == Some(&b'u');
+                if !(low && matches!(unit(i + 2), Some(0xDC00..=0xDFFF))) {
+                    return true;
+                }
+                i += 6;
+            }
+            0xDC00..=0xDFFF => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Writes JSON-escaped `s` with quotes.
@@ -295,6 +342,25 @@ mod tests {
         let e = decode(br#"{"op":"ping","id":-1}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(decode(b"not json").is_err());
+    }
+
+    #[test]
+    fn data_with_a_lone_surrogate_escape_is_refused() {
+        for bad in [
+            r#"{"op":"publish","id":2,"room":"r","data":"a\udd1e"}"#,
+            r#"{"op":"echo","id":2,"data":["\ud834"]}"#,
+            r#"{"op":"echo","id":2,"data":"\ud834\u0041"}"#,
+            r#"{"op":"echo","id":2,"data":{"k":"\\\udc00"}}"#,
+        ] {
+            let e = decode(bad.as_bytes()).unwrap_err();
+            assert_eq!((e.id, e.code), (2, ErrorCode::BadRequest), "{bad}");
+        }
+        for good in [
+            r#"{"op":"echo","data":"\ud834\udd1e \u00e9 \\udc00 \\\\u0041"}"#,
+            r#"{"op":"echo","data":{"\udbff\udfff":[1,"\n\u0000"]}}"#,
+        ] {
+            assert!(decode(good.as_bytes()).is_ok(), "{good}");
+        }
     }
 
     #[test]
