@@ -386,3 +386,32 @@ fn smoke_check(r: &Run) -> Vec<String> {
     }
     f
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoke_fails_on_loss_reordering_and_silence() {
+        let mut ok = Run::new("fanout", "roomcast", "");
+        ok.set("delivered", 100.0);
+        ok.set("expected", 100.0);
+        ok.set("lost", 0.0);
+        assert!(smoke_check(&ok).is_empty());
+
+        let mut lost = ok.clone();
+        lost.set("lost", 3.0);
+        assert_eq!(smoke_check(&lost).len(), 1);
+
+        let mut reordered = ok.clone();
+        reordered.set("out_of_order", 1.0);
+        assert_eq!(smoke_check(&reordered).len(), 1);
+
+        let mut short = ok.clone();
+        short.set("delivered", 99.0);
+        assert_eq!(smoke_check(&short).len(), 1);
+
+        let silent = Run::new("echo", "roomcast", "20 B raw");
+        assert_eq!(smoke_check(&silent).len(), 1);
+    }
+}
