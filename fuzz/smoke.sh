@@ -19,7 +19,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-cargo fuzz build "${targets[@]}"
+cargo fuzz build
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
