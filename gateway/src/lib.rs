@@ -145,9 +145,23 @@ async fn build_adapter(
     }
 }
 
+/// Pending connections the kernel may hold for `accept` (it caps this at
+/// `net.core.somaxconn`). A connect storm past the backlog costs clients a
+/// one-second SYN retransmit.
+const LISTEN_BACKLOG: u32 = 8192;
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
-    TcpListener::bind(addr)
-        .await
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    socket
+        .and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(LISTEN_BACKLOG)
+        })
         .map_err(|source| RunError::Bind { what, addr, source })
 }
 

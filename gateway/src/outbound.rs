@@ -153,6 +153,20 @@ impl OutboundQueue {
         }
     }
 
+    /// Counts a frame the session's writer holds without queueing it (the
+    /// session's own replies on the echo endpoint). `false` when it would
+    /// take the session's backlog over the limit: the session must close
+    /// as a slow consumer.
+    pub fn hold(&self, len: usize) -> bool {
+        let mut q = self.inner.lock();
+        if q.queued + q.inflight + len > self.limit {
+            q.overflowed = true;
+            return false;
+        }
+        q.inflight += len;
+        true
+    }
+
     /// Queues work for the session task.
     pub fn control(&self, c: Control) -> bool {
         let mut q = self.inner.lock();

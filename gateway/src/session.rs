@@ -184,17 +184,26 @@ struct Session {
 
 /// Runs a session to its end.
 pub async fn run(node: Arc<Node>, start: Start) {
+    let Start {
+        stream,
+        read_ahead,
+        mode,
+        proto,
+        grant,
+        bad_token,
+    } = start;
+    // The read-ahead is a view into the HTTP layer's whole read buffer:
+    // copy what it holds (usually nothing) and let the buffer go, or every
+    // idle session would keep one alive.
+    let rbuf = BytesMut::from(&read_ahead[..]);
+    drop(read_ahead);
     let id = node.next_session_id();
-    let shared = Arc::new(SessionShared::new(
-        id,
-        start.proto,
-        node.config.max_queue_bytes,
-    ));
+    let shared = Arc::new(SessionShared::new(id, proto, node.config.max_queue_bytes));
     let now = Instant::now();
-    let auth_required = node.auth.is_some() && start.mode == Mode::Roomcast;
+    let auth_required = node.auth.is_some() && mode == Mode::Roomcast;
     let mut s = Session {
         reader: FrameReader::new(node.config.max_message_bytes),
-        rbuf: BytesMut::from(&start.read_ahead[..]),
+        rbuf,
         data: VecDeque::new(),
         data_written: 0,
         ctrl: VecDeque::new(),
@@ -203,25 +212,25 @@ pub async fn run(node: Arc<Node>, start: Start) {
         connected: false,
         ping_sent: None,
         next_ping: now + node.config.ping_interval,
-        auth_deadline: (auth_required && start.grant.is_none())
+        auth_deadline: (auth_required && grant.is_none())
             .then(|| now + node.config.connect_timeout),
         expires: None,
         rate: RateLimit::new(node.config.command_rate),
         closing: None,
         client_closed: false,
         grant: None,
-        mode: start.mode,
-        stream: start.stream,
+        mode,
+        stream,
         shared,
         node,
     };
-    if let Some(g) = start.grant {
+    if let Some(g) = grant {
         s.authenticate(g);
     }
     s.node.metrics.connections.inc();
     s.node.metrics.connections_accepted.inc();
     s.node.hub.add_session(s.shared.clone());
-    let label = if start.bad_token {
+    let label = if bad_token {
         s.begin_close(Close::new(4001, "invalid token", "unauthorized"));
         s.finish().await
     } else {
@@ -425,8 +434,14 @@ impl Session {
     async fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), Close> {
         self.node.metrics.messages_received.inc();
         if self.mode == Mode::Echo {
+            // Nothing else writes to an echo session: the reply goes straight
+            // to the writer, still counted against the session's limit.
             let op = if text { OpCode::Text } else { OpCode::Binary };
-            self.reply_frame(frame::encode(op, &payload));
+            let f = frame::encode(op, &payload);
+            if !self.shared.queue.hold(f.len()) {
+                return Err(Close::new(4008, "slow consumer", "slow_consumer"));
+            }
+            self.data.push_back(Outbound::reply(f));
             return Ok(());
         }
         let proto = self.shared.proto;

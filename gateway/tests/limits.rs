@@ -4,10 +4,12 @@
 mod common;
 
 use common::{Client, Node, Raw};
+use futures_util::{SinkExt, StreamExt};
 use roomcast_proto::v1 as pb;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
 
 const POLICIES: &str = r#"
 [namespaces.danmaku]
@@ -267,4 +269,33 @@ async fn grpc_over_tls() {
         Err(_) => {}
         Ok(mut c) => assert!(c.info(pb::InfoRequest {}).await.is_err()),
     }
+}
+
+#[tokio::test]
+async fn echo_client_that_never_reads_is_cut_off_at_the_queue_limit() {
+    let node = Node::start(&["--echo", "--max-queue-bytes", "64KiB"]).await;
+    let mut raw = Raw::handshake_with_small_buffer(node.http, "/echo").await;
+    assert_eq!(raw.status(), 101);
+    // Send echoes and never read them: once the kernel buffers are full the
+    // replies back up in the session and it is closed as a slow consumer.
+    let frame = common::encode_frame(true, 2, &[7u8; 16 * 1024], true);
+    let writer = tokio::spawn(async move {
+        for _ in 0..2048 {
+            if raw.stream.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    node.wait_metric("roomcast_disconnects_total{reason=\"slow_consumer\"}", 1.0)
+        .await;
+    writer.abort();
+    // The node carries on.
+    let mut c = Client::connect_with(&node, "/echo", None).await;
+    c.ws.send(Message::Text("still here".into())).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(10), c.ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.into_text().unwrap(), "still here");
 }

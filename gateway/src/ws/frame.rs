@@ -279,35 +279,21 @@ pub struct FrameReader {
     /// The text message in progress, across its fragments.
     utf8: Utf8,
     /// Payload bytes of the (incomplete, text) frame at the front of the
-    /// buffer already fed to `utf8`.
+    /// buffer already unmasked in place and fed to `utf8`.
     checked: usize,
 }
 
-/// Unmasks a copy of `payload`, which starts `offset` bytes into its frame's
-/// payload, piece by piece, and feeds it to `utf8`. The buffer itself is
-/// unmasked once the whole frame is in.
-fn feed_masked(
-    utf8: &mut Utf8,
-    payload: &[u8],
-    mask: [u8; 4],
-    offset: usize,
-) -> Result<(), FrameError> {
-    let mut scratch = [0u8; 256];
-    let mut at = offset;
-    for piece in payload.chunks(scratch.len()) {
-        let out = &mut scratch[..piece.len()];
-        for (i, (o, b)) in out.iter_mut().zip(piece).enumerate() {
-            *o = b ^ mask[(at + i) % 4];
-        }
-        utf8.feed(out)?;
-        at += piece.len();
-    }
-    Ok(())
+/// Unmasks `payload` in place, word-wise, given that it starts `offset`
+/// bytes into its frame's payload.
+fn unmask_at(payload: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut rotated = mask;
+    rotated.rotate_left(offset % 4);
+    fastwebsockets::unmask(payload, rotated);
 }
 
 /// Close codes a peer may send: those RFC 6455 §7.4.1 defines for use
 /// (1000-1003, 1007-1011), those registered with IANA since (1012 service
-/// restart, 1013 try again later, which this gateway sends itself, 1014 bad
+/// restart, 1013 try again later, 1014 bad
 /// gateway), and the ranges for libraries and applications (3000-4999).
 /// 1004 is reserved, 1005, 1006 and 1015 must never be sent in a frame, the
 /// rest of 0-2999 is unassigned and nothing above 4999 is defined.
@@ -370,9 +356,12 @@ impl FrameReader {
             if buf.len() < total {
                 // Fail fast: check the text that is already here.
                 let have = buf.len().saturating_sub(head.header_len);
+                // The bytes checked so far are unmasked in place, so each
+                // byte is unmasked and checked exactly once.
                 if text && have > self.checked {
-                    let new = &buf[head.header_len + self.checked..head.header_len + have];
-                    feed_masked(&mut self.utf8, new, head.mask, self.checked)?;
+                    let new = &mut buf[head.header_len + self.checked..head.header_len + have];
+                    unmask_at(new, head.mask, self.checked);
+                    self.utf8.feed(new)?;
                     self.checked = have;
                 }
                 *hint = total - buf.len();
@@ -381,7 +370,7 @@ impl FrameReader {
             let checked = std::mem::take(&mut self.checked);
             let mut frame = buf.split_to(total);
             frame.advance(head.header_len);
-            fastwebsockets::unmask(&mut frame, head.mask);
+            unmask_at(&mut frame[checked..], head.mask, checked);
             if text {
                 self.utf8.feed(&frame[checked..])?;
                 if head.fin {
@@ -609,6 +598,27 @@ mod tests {
             }
         }
         assert_eq!(got, vec![Message::Text(Bytes::copy_from_slice(text))]);
+    }
+
+    #[test]
+    fn text_split_at_any_two_points_arrives_intact() {
+        let text = "héllo wörld, 𝄞 and € and more text past one word".as_bytes();
+        let wire = client_frame(true, 1, text);
+        for a in 1..wire.len() {
+            for b in a..wire.len() {
+                let mut r = FrameReader::new(1000);
+                let mut buf = BytesMut::new();
+                let mut hint = 0;
+                let mut got = Vec::new();
+                for piece in [&wire[..a], &wire[a..b], &wire[b..]] {
+                    buf.extend_from_slice(piece);
+                    while let Some(m) = r.next(&mut buf, &mut hint).unwrap() {
+                        got.push(m);
+                    }
+                }
+                assert_eq!(got, vec![Message::Text(Bytes::copy_from_slice(text))]);
+            }
+        }
     }
 
     #[test]
