@@ -5,7 +5,7 @@
 # invariant, leaving the input in fuzz/artifacts/<target>/.
 #
 # Needs a C++ compiler (libFuzzer is built from source) and cargo-fuzz,
-# which is installed from crates.io when missing. Only a stable toolchain is
+# which is installed with `cargo install` when missing. Only a stable toolchain is
 # needed: RUSTC_BOOTSTRAP=1 lets it take the nightly flags cargo-fuzz passes.
 set -euo pipefail
 cd "$(dirname "$0")"

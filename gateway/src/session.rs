@@ -24,8 +24,11 @@ use tokio::time::Instant;
 
 /// Most frames written by one vectored write.
 const MAX_IOV: usize = 64;
-/// Read size when nothing better is known.
-const READ_CHUNK: usize = 4096;
+/// Smallest read: most messages fit whole, and the buffer is only held
+/// while a frame is incomplete.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest read.
+const READ_MAX: usize = 256 * 1024;
 /// After sending our close frame, how long we wait for the client's.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -163,6 +166,8 @@ struct Session {
     mode: Mode,
     reader: FrameReader,
     rbuf: BytesMut,
+    /// Bytes the frame in progress still needs.
+    read_hint: usize,
     /// Data frames taken from the queue, not yet fully written.
     data: VecDeque<Outbound>,
     data_written: usize,
@@ -204,6 +209,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
     let mut s = Session {
         reader: FrameReader::new(node.config.max_message_bytes),
         rbuf,
+        read_hint: 0,
         data: VecDeque::new(),
         data_written: 0,
         ctrl: VecDeque::new(),
@@ -276,6 +282,15 @@ impl Session {
     /// Returns the disconnect label.
     async fn main_loop(&mut self) -> &'static str {
         let mut draining = self.node.draining();
+        // The futures that wait for the node to drain and for the queue's
+        // wake-ups live across turns of the loop: each turn only polls them,
+        // instead of registering and dropping a waiter every time.
+        let drain = crate::wait_true(&mut draining);
+        tokio::pin!(drain);
+        let mut drained = false;
+        let shared = self.shared.clone();
+        let notified = shared.queue.notified();
+        tokio::pin!(notified);
         let timer = tokio::time::sleep_until(self.next_deadline());
         tokio::pin!(timer);
         // Bytes the HTTP layer read ahead may already hold frames.
@@ -316,7 +331,8 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                _ = crate::wait_true(&mut draining) => {
+                _ = &mut drain, if !drained => {
+                    drained = true;
                     let mut c = Close::new(1001, "node draining", "draining");
                     c.flush = true;
                     self.begin_close(c);
@@ -337,7 +353,8 @@ impl Session {
                 }
                 // Always armed: an overflow or a control must be seen even
                 // while the socket is blocked.
-                _ = self.shared.queue.notified() => {
+                _ = &mut notified => {
+                    notified.set(shared.queue.notified());
                     for c in self.shared.queue.take_controls() {
                         self.control(c).await;
                     }
@@ -375,7 +392,9 @@ impl Session {
 
     /// Reads what is available. `Ok(false)` on end of stream.
     fn read_some(&mut self) -> io::Result<bool> {
-        let want = self.reader_hint().clamp(READ_CHUNK, 64 * 1024);
+        // Enough for the rest of the frame in progress, so a large message
+        // is read in as few calls as its arrival allows.
+        let want = self.read_hint.clamp(READ_CHUNK, READ_MAX);
         self.rbuf.reserve(want);
         let n = self.stream.try_read_buf(&mut self.rbuf)?;
         if n == 0 {
@@ -386,15 +405,10 @@ impl Session {
         Ok(true)
     }
 
-    fn reader_hint(&self) -> usize {
-        READ_CHUNK
-    }
-
     /// Handles every complete message in the read buffer.
     async fn process_input(&mut self) -> Result<(), Close> {
-        let mut hint = 0;
         loop {
-            let msg = match self.reader.next(&mut self.rbuf, &mut hint) {
+            let msg = match self.reader.next(&mut self.rbuf, &mut self.read_hint) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
