@@ -14,11 +14,13 @@ use crate::protocol::{Command, CommandError, CommandKind, ErrorCode, ServerEvent
 use crate::ws::frame::{self, FrameReader, Message, OpCode};
 use crate::Node;
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use roomcast_adapter::{ClientInfo, NodeReply, NodeRequest, PresenceEvent, PublishRequest};
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, IoSlice};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -396,7 +398,13 @@ impl Session {
         // is read in as few calls as its arrival allows.
         let want = self.read_hint.clamp(READ_CHUNK, READ_MAX);
         self.rbuf.reserve(want);
-        let n = self.stream.try_read_buf(&mut self.rbuf)?;
+        // One poll with no waker: it reads only what is there, and after a
+        // short read tokio marks the socket drained, so the next turn waits
+        // for the kernel's wake-up instead of spending a `recv` on EAGAIN.
+        let n = match self.stream.read_buf(&mut self.rbuf).now_or_never() {
+            Some(r) => r?,
+            None => return Err(io::ErrorKind::WouldBlock.into()),
+        };
         if n == 0 {
             return Ok(false);
         }
