@@ -339,7 +339,9 @@ impl Session {
                     c.flush = true;
                     self.begin_close(c);
                 }
-                r = self.stream.readable() => {
+                // The stream's own reader and writer wake-up slots: only
+                // this task waits on them, so no waiter list is involved.
+                r = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)) => {
                     if r.is_err() {
                         return "client_gone";
                     }
@@ -361,7 +363,7 @@ impl Session {
                         self.control(c).await;
                     }
                 }
-                r = self.stream.writable(), if want_write => {
+                r = std::future::poll_fn(|cx| self.stream.poll_write_ready(cx)), if want_write => {
                     if r.is_err() {
                         return "client_gone";
                     }
