@@ -155,8 +155,8 @@ impl OutboundQueue {
 
     /// Counts a frame the session's writer holds without queueing it (the
     /// session's own replies on the echo endpoint). `false` when it would
-    /// take the session's backlog over the limit: the session must close
-    /// as a slow consumer.
+    /// take the session's backlog over the limit: the queue is then marked
+    /// overflowed, as `push` does.
     pub fn hold(&self, len: usize) -> bool {
         let mut q = self.inner.lock();
         if q.queued + q.inflight + len > self.limit {

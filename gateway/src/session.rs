@@ -459,13 +459,14 @@ impl Session {
         self.node.metrics.messages_received.inc();
         if self.mode == Mode::Echo {
             // Nothing else writes to an echo session: the reply goes straight
-            // to the writer, still counted against the session's limit.
+            // to the writer, still counted against the session's limit. A
+            // reply that does not fit marks the queue overflowed, and the
+            // session loop closes it as a slow consumer like any other.
             let op = if text { OpCode::Text } else { OpCode::Binary };
             let f = frame::encode(op, &payload);
-            if !self.shared.queue.hold(f.len()) {
-                return Err(Close::new(4008, "slow consumer", "slow_consumer"));
+            if self.shared.queue.hold(f.len()) {
+                self.data.push_back(Outbound::reply(f));
             }
-            self.data.push_back(Outbound::reply(f));
             return Ok(());
         }
         let proto = self.shared.proto;

@@ -293,8 +293,8 @@ fn unmask_at(payload: &mut [u8], mask: [u8; 4], offset: usize) {
 
 /// Close codes a peer may send: those RFC 6455 §7.4.1 defines for use
 /// (1000-1003, 1007-1011), those registered with IANA since (1012 service
-/// restart, 1013 try again later, 1014 bad
-/// gateway), and the ranges for libraries and applications (3000-4999).
+/// restart, 1013 try again later, 1014 bad gateway), and the ranges for
+/// libraries and applications (3000-4999).
 /// 1004 is reserved, 1005, 1006 and 1015 must never be sent in a frame, the
 /// rest of 0-2999 is unassigned and nothing above 4999 is defined.
 fn valid_close_code(code: u16) -> bool {
