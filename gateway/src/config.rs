@@ -1,11 +1,19 @@
 //! Configuration: built-in defaults < TOML file < environment < flags.
 //!
-//! Flags and environment variables are read by clap (each flag names its
-//! variable); the file is read key by key so a bad value is reported as one
-//! line naming the key. Every limit of the node is here, with its default.
+//! The whole configuration is one tree of serde types ([`Config`] and the
+//! types of its fields), each with `deny_unknown_fields` and its defaults
+//! declared once in its `Default`. The `config` crate layers the sources:
+//! the file, then the `ROOMCAST_*` variables the flags name, then the flags
+//! given on the command line; serde then reads the merged tree. clap reads
+//! the command line and documents every flag and variable in `--help`.
+//!
+//! A new section is a new field of a type here; nothing is read by hand.
+//! Whatever is wrong is reported as one [`ConfigError`] naming the key.
 
-use clap::Parser;
-use std::collections::HashMap;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +25,7 @@ pub enum ConfigError {
     #[error("invalid `{key}`: {reason}")]
     Invalid {
         /// The key as written in the config file (flags use the same words
-        /// with dashes).
+        /// with dashes, variables the same words in capitals after `ROOMCAST_`).
         key: String,
         /// Why it is refused.
         reason: String,
@@ -40,7 +48,8 @@ fn invalid(key: &str, reason: impl std::fmt::Display) -> ConfigError {
 }
 
 /// Which adapter connects this node to the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum AdapterKind {
     /// In-process only: a single node.
     Memory,
@@ -49,7 +58,8 @@ pub enum AdapterKind {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -58,7 +68,9 @@ pub enum LogFormat {
 }
 
 /// What happens when a session's outbound queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+#[value(rename_all = "snake_case")]
 pub enum OverflowPolicy {
     /// Close the session with 4008 (the default).
     Disconnect,
@@ -68,14 +80,42 @@ pub enum OverflowPolicy {
     LatestPerKey,
 }
 
+/// Reads a setting that takes one of a few words, naming them when it is
+/// none of them (serde's own message names the Rust type instead).
+fn one_of<T: clap::ValueEnum>(s: &str) -> Result<T, String> {
+    T::from_str(s, false).map_err(|_| {
+        let words: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|p| p.get_name().to_owned())
+            .collect();
+        format!("{s:?} is not one of {}", words.join(", "))
+    })
+}
+
+macro_rules! from_words {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = String;
+
+            fn try_from(s: String) -> Result<Self, String> {
+                one_of(&s)
+            }
+        }
+    )*};
+}
+
+from_words!(AdapterKind, LogFormat, OverflowPolicy);
+
 /// Options of a namespace (the part of a room name before the first `.` or `:`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NamespaceOptions {
     /// Clients may publish (backends always may).
     pub client_publish: bool,
     /// Publications kept per room; 0 keeps none.
     pub history_size: usize,
     /// How long a room's history lives after its last publication.
+    #[serde(with = "duration")]
     pub history_ttl: Duration,
     /// Subscribers get join/leave events.
     pub join_leave: bool,
@@ -108,8 +148,39 @@ impl NamespaceOptions {
     }
 }
 
+/// One `[namespaces.NAME]` section as written: what it leaves out comes
+/// from `[namespaces.default]`, so every field is optional here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceSection {
+    client_publish: Option<bool>,
+    history_size: Option<usize>,
+    #[serde(default, with = "duration::option")]
+    history_ttl: Option<Duration>,
+    join_leave: Option<bool>,
+    presence: Option<bool>,
+    overflow: Option<OverflowPolicy>,
+}
+
+impl NamespaceSection {
+    fn over(self, base: &NamespaceOptions) -> NamespaceOptions {
+        NamespaceOptions {
+            client_publish: self.client_publish.unwrap_or(base.client_publish),
+            history_size: self.history_size.unwrap_or(base.history_size),
+            history_ttl: self.history_ttl.unwrap_or(base.history_ttl),
+            join_leave: self.join_leave.unwrap_or(base.join_leave),
+            presence: self.presence.unwrap_or(base.presence),
+            overflow: self.overflow.unwrap_or(base.overflow),
+        }
+    }
+}
+
 /// Namespace options by name, with `default` for the rest.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(
+    try_from = "BTreeMap<String, NamespaceSection>",
+    into = "BTreeMap<String, NamespaceOptions>"
+)]
 pub struct Namespaces {
     default: NamespaceOptions,
     named: HashMap<String, NamespaceOptions>,
@@ -136,6 +207,40 @@ impl Namespaces {
     }
 }
 
+impl TryFrom<BTreeMap<String, NamespaceSection>> for Namespaces {
+    type Error = String;
+
+    fn try_from(mut sections: BTreeMap<String, NamespaceSection>) -> Result<Self, String> {
+        // `default` first: the other namespaces start from it.
+        let default = sections
+            .remove("default")
+            .unwrap_or_default()
+            .over(&NamespaceOptions::default());
+        let mut namespaces = Namespaces {
+            default,
+            named: HashMap::new(),
+        };
+        for (name, section) in sections {
+            if !valid_namespace(&name) {
+                return Err(format!(
+                    "{name:?} is not a namespace name (1-200 bytes of [A-Za-z0-9_@/-])"
+                ));
+            }
+            let options = section.over(&namespaces.default);
+            namespaces.named.insert(name, options);
+        }
+        Ok(namespaces)
+    }
+}
+
+impl From<Namespaces> for BTreeMap<String, NamespaceOptions> {
+    fn from(n: Namespaces) -> Self {
+        let mut out: BTreeMap<_, _> = n.named.into_iter().collect();
+        out.insert("default".to_owned(), n.default);
+        out
+    }
+}
+
 /// JWT verification settings.
 #[derive(Debug, Clone)]
 pub enum JwtKey {
@@ -145,30 +250,42 @@ pub enum JwtKey {
     PublicKeyPem(Vec<u8>),
 }
 
-/// The node's whole configuration.
-#[derive(Debug, Clone)]
+/// The node's whole configuration. Field names are the config file's keys;
+/// `docs/configuration.md` lists each with its default, flag and variable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// HTTP + WebSocket listener.
+    #[serde(with = "address")]
     pub listen: SocketAddr,
     /// gRPC listener.
+    #[serde(with = "address")]
     pub grpc_listen: SocketAddr,
     /// Adapter kind.
     pub adapter: AdapterKind,
-    /// One Redis URL per shard.
+    /// One Redis URL per shard (the file may spell it `redis_urls`).
+    #[serde(rename = "redis_url", with = "list")]
     pub redis_urls: Vec<String>,
     /// Heartbeat: WebSocket Ping period.
+    #[serde(with = "duration")]
     pub ping_interval: Duration,
     /// Heartbeat: close after this long without anything from the client after a Ping.
+    #[serde(with = "duration")]
     pub ping_timeout: Duration,
     /// Largest client message (across fragments).
+    #[serde(with = "size")]
     pub max_message_bytes: usize,
     /// Allowed `Origin`s; empty allows any.
+    #[serde(with = "list")]
     pub allowed_origins: Vec<String>,
-    /// This node's id.
+    /// This node's id; empty until [`Config::load`] generates one.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub node_id: String,
     /// How long SIGTERM waits for sessions to close.
+    #[serde(with = "duration")]
     pub drain_timeout: Duration,
     /// Outbound bytes queued per session before the overflow policy applies.
+    #[serde(with = "size")]
     pub max_queue_bytes: usize,
     /// Most open WebSocket sessions on this node; 0 is unlimited.
     pub max_connections: usize,
@@ -179,23 +296,40 @@ pub struct Config {
     /// Rooms one session may be subscribed to.
     pub max_rooms_per_session: usize,
     /// With auth on, sessions that have not authenticated by then are closed.
+    #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// Time allowed for a client to send its HTTP request headers.
+    #[serde(with = "duration")]
     pub handshake_timeout: Duration,
-    /// JWT auth; `None` allows everything.
-    pub jwt: Option<JwtKey>,
-    /// Bearer token required on gRPC calls.
+    /// HS256 secret; turns JWT auth on. Never printed.
+    #[serde(skip_serializing)]
+    pub jwt_secret: Option<String>,
+    /// RS256/ES256 public key file (PEM); turns JWT auth on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Bearer token required on gRPC calls. Never printed.
+    #[serde(skip_serializing)]
     pub grpc_token: Option<String>,
-    /// gRPC TLS certificate and key (PEM files).
-    pub grpc_tls: Option<(PathBuf, PathBuf)>,
+    /// gRPC TLS certificate (PEM file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// gRPC TLS private key (PEM file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls_key: Option<PathBuf>,
     /// Log format.
     pub log_format: LogFormat,
-    /// Serve the demo page and its feeds.
+    /// Serve the demo page and its feeds (implies `echo`).
     pub demo: bool,
     /// Serve `/echo`.
     pub echo: bool,
-    /// Namespace options.
+    /// Namespace options, `[namespaces.NAME]`.
     pub namespaces: Namespaces,
+    /// JWT verification, resolved from `jwt_secret` or `jwt_public_key`.
+    #[serde(skip)]
+    pub jwt: Option<JwtKey>,
+    /// gRPC TLS certificate and key, resolved from the two keys above.
+    #[serde(skip)]
+    pub grpc_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Config {
@@ -218,13 +352,17 @@ impl Default for Config {
             max_rooms_per_session: 1000,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
-            jwt: None,
+            jwt_secret: None,
+            jwt_public_key: None,
             grpc_token: None,
-            grpc_tls: None,
+            grpc_tls_cert: None,
+            grpc_tls_key: None,
             log_format: LogFormat::Text,
             demo: false,
             echo: false,
             namespaces: Namespaces::default(),
+            jwt: None,
+            grpc_tls: None,
         }
     }
 }
@@ -254,17 +392,162 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Command-line flags; each reads its environment variable when not given.
+/// Writes a size the way [`parse_size`] reads it, in the largest exact unit.
+pub fn format_size(n: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (mul, unit) in UNITS {
+        if n >= mul && n.is_multiple_of(mul) {
+            return format!("{}{unit}", n / mul);
+        }
+    }
+    n.to_string()
+}
+
+/// Serde for durations written as `25s`, `500ms`, `5m`.
+mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// For optional durations.
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+
+        #[allow(dead_code)] // serde's `with` wants both halves
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// Serde for sizes written as `65536`, `64KiB`, `1MiB`.
+mod size {
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_size(*n))
+    }
+
+    struct Visitor;
+
+    impl de::Visitor<'_> for Visitor {
+        type Value = usize;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a size such as 65536, 64KiB or 1MiB")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
+            usize::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<usize, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("{v} is not a size (negative)")))
+                .and_then(|v| self.visit_u64(v))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+            super::parse_size(v).map_err(E::custom)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Serde for listen addresses, with an error that shows the expected form.
+mod address {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(a)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("{s:?} is not an address like 0.0.0.0:8080"))
+        })
+    }
+}
+
+/// Serde for lists of strings: a list, or one string with commas between
+/// items (how the environment writes lists). Empty items are dropped.
+mod list {
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v)
+    }
+
+    struct Visitor;
+
+    impl<'de> de::Visitor<'de> for Visitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of strings, or one string with commas between items")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect())
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                if !s.trim().is_empty() {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Command-line flags; each names its environment variable. Both reach the
+/// configuration through [`Config::load`], the variable below the flag.
 #[derive(Debug, Parser)]
 #[command(
     name = "roomcast",
     version,
-    about = "Roomcast: a horizontally scaled WebSocket pub/sub gateway node"
+    about = "Roomcast: a horizontally scaled WebSocket pub/sub gateway node",
+    after_help = "Every flag is also a key of the config file (dashes become \
+                  underscores; docs/configuration.md lists them all)."
 )]
 pub struct Cli {
-    /// TOML config file (see docs/operations.md); flags and environment override it.
+    /// TOML config file (see docs/configuration.md); flags and environment override it.
     #[arg(long, env = "ROOMCAST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (defaults filled in, secrets left out) and exit
+    #[arg(long)]
+    pub print_config: bool,
     /// HTTP + WebSocket listen address [default: 0.0.0.0:8080]
     #[arg(long, env = "ROOMCAST_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
@@ -310,16 +593,16 @@ pub struct Cli {
     pub max_queue_bytes: Option<String>,
     /// Most open WebSocket sessions on this node; more are refused with 503; 0 = unlimited [default: 0]
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
+    pub max_connections: Option<String>,
     /// New WebSocket upgrades per second; more are refused with 503; 0 = unlimited [default: 0]
     #[arg(long, env = "ROOMCAST_CONNECTION_RATE", value_name = "N")]
-    pub connection_rate: Option<u32>,
+    pub connection_rate: Option<String>,
     /// Commands per second per session; more get `too_many_requests`; 0 = unlimited [default: 100]
     #[arg(long, env = "ROOMCAST_COMMAND_RATE", value_name = "N")]
-    pub command_rate: Option<u32>,
+    pub command_rate: Option<String>,
     /// Rooms one session may be subscribed to [default: 1000]
     #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_SESSION", value_name = "N")]
-    pub max_rooms_per_session: Option<usize>,
+    pub max_rooms_per_session: Option<String>,
     /// With auth on, close sessions not authenticated within this time (4001) [default: 10s]
     #[arg(long, env = "ROOMCAST_CONNECT_TIMEOUT", value_name = "DURATION")]
     pub connect_timeout: Option<String>,
@@ -362,443 +645,195 @@ pub struct Cli {
     pub echo: bool,
 }
 
-fn addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse()
-        .map_err(|_| invalid(key, format!("{s:?} is not an address like 0.0.0.0:8080")))
-}
+/// Arguments of [`Cli`] that are not configuration keys.
+const NOT_KEYS: &[&str] = &["config", "print_config"];
 
-/// Reads typed values out of the file's TOML table, naming the key on error.
-struct FileReader<'a> {
-    table: &'a toml::Table,
-    prefix: String,
-}
-
-impl FileReader<'_> {
-    fn key(&self, k: &str) -> String {
-        format!("{}{k}", self.prefix)
-    }
-
-    fn str(&self, k: &str) -> Result<Option<String>, ConfigError> {
-        match self.table.get(k) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(invalid(
-                &self.key(k),
-                format!("expected a string, found {}", v.type_str()),
-            )),
-        }
-    }
-
-    fn duration(&self, k: &str) -> Result<Option<Duration>, ConfigError> {
-        self.str(k)?
-            .map(|s| parse_duration(&s).map_err(|e| invalid(&self.key(k), e)))
-            .transpose()
-    }
-
-    fn size(&self, k: &str) -> Result<Option<usize>, ConfigError> {
-        match self.table.get(k) {
-            Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(*n as usize)),
-            Some(toml::Value::String(s)) => parse_size(s)
-                .map(Some)
-                .map_err(|e| invalid(&self.key(k), e)),
-            None => Ok(None),
-            Some(v) => Err(invalid(&self.key(k), format!("expected a size, found {v}"))),
-        }
-    }
-
-    fn uint(&self, k: &str) -> Result<Option<u64>, ConfigError> {
-        match self.table.get(k) {
-            None => Ok(None),
-            Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(*n as u64)),
-            Some(v) => Err(invalid(
-                &self.key(k),
-                format!("expected a non-negative integer, found {v}"),
-            )),
-        }
-    }
-
-    fn boolean(&self, k: &str) -> Result<Option<bool>, ConfigError> {
-        match self.table.get(k) {
-            None => Ok(None),
-            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
-            Some(v) => Err(invalid(
-                &self.key(k),
-                format!("expected true or false, found {v}"),
-            )),
-        }
-    }
-
-    fn list(&self, k: &str) -> Result<Option<Vec<String>>, ConfigError> {
-        match self.table.get(k) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(vec![s.clone()])),
-            Some(toml::Value::Array(a)) => a
-                .iter()
-                .map(|v| match v {
-                    toml::Value::String(s) => Ok(s.clone()),
-                    other => Err(invalid(
-                        &self.key(k),
-                        format!("expected strings, found {other}"),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(v) => Err(invalid(
-                &self.key(k),
-                format!("expected a list of strings, found {v}"),
-            )),
-        }
-    }
-
-    fn check_keys(&self, known: &[&str]) -> Result<(), ConfigError> {
-        for k in self.table.keys() {
-            if !known.contains(&k.as_str()) {
-                return Err(invalid(&self.key(k), "unknown key"));
-            }
-        }
-        Ok(())
+/// The configuration key a flag sets, where the two are spelled differently.
+fn key_of_flag(id: &str) -> &str {
+    match id {
+        "allowed_origin" => "allowed_origins",
+        other => other,
     }
 }
 
-const TOP_KEYS: &[&str] = &[
-    "listen",
-    "grpc_listen",
-    "adapter",
-    "redis_url",
-    "redis_urls",
-    "ping_interval",
-    "ping_timeout",
-    "max_message_bytes",
-    "allowed_origins",
-    "node_id",
-    "drain_timeout",
-    "max_queue_bytes",
-    "max_connections",
-    "connection_rate",
-    "command_rate",
-    "max_rooms_per_session",
-    "connect_timeout",
-    "handshake_timeout",
-    "jwt_secret",
-    "jwt_public_key",
-    "grpc_token",
-    "grpc_tls_cert",
-    "grpc_tls_key",
-    "log_format",
-    "demo",
-    "echo",
-    "namespaces",
-];
-const NAMESPACE_KEYS: &[&str] = &[
-    "client_publish",
-    "history_size",
-    "history_ttl",
-    "join_leave",
-    "presence",
-    "overflow",
-];
+/// Keys whose value is a list (a repeatable flag).
+const LIST_KEYS: &[&str] = &["redis_url", "allowed_origins"];
 
-fn namespace(r: &FileReader<'_>, base: &NamespaceOptions) -> Result<NamespaceOptions, ConfigError> {
-    r.check_keys(NAMESPACE_KEYS)?;
-    let mut o = base.clone();
-    if let Some(v) = r.boolean("client_publish")? {
-        o.client_publish = v;
-    }
-    if let Some(v) = r.uint("history_size")? {
-        o.history_size = v as usize;
-    }
-    if let Some(v) = r.duration("history_ttl")? {
-        o.history_ttl = v;
-    }
-    if let Some(v) = r.boolean("join_leave")? {
-        o.join_leave = v;
-    }
-    if let Some(v) = r.boolean("presence")? {
-        o.presence = v;
-    }
-    if let Some(v) = r.str("overflow")? {
-        o.overflow = match v.as_str() {
-            "disconnect" => OverflowPolicy::Disconnect,
-            "drop_oldest" => OverflowPolicy::DropOldest,
-            "latest_per_key" => OverflowPolicy::LatestPerKey,
-            other => {
-                return Err(invalid(
-                    &r.key("overflow"),
-                    format!("{other:?}: expected disconnect, drop_oldest or latest_per_key"),
-                ))
-            }
-        };
-    }
-    Ok(o)
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Startup {
+    /// Run a node with this configuration.
+    Run(Box<Config>),
+    /// Print this configuration (TOML) and exit.
+    PrintConfig(String),
 }
 
 impl Config {
     /// Builds the configuration from command-line arguments (the first is
     /// the program name) and the environment. Clap errors (including
-    /// `--help`) are returned as `Err(Left)`.
-    pub fn load<I, T>(args: I) -> Result<Result<Config, ConfigError>, clap::Error>
+    /// `--help`) are returned as the outer `Err`.
+    pub fn load<I, T>(args: I) -> Result<Result<Startup, ConfigError>, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args)?;
-        Ok(Self::from_cli(cli))
-    }
-
-    /// Layers the file (if any) and then flags/environment over the defaults.
-    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        let mut c = Config::default();
-        if let Some(path) = &cli.config {
-            c.apply_file(path)?;
-        }
-        c.apply_cli(cli)?;
-        c.validate()?;
-        if c.node_id.is_empty() {
-            c.node_id = generated_node_id();
-        }
-        Ok(c)
-    }
-
-    fn apply_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
-        let file_err = |reason: String| ConfigError::File {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| file_err(e.message().to_owned()))?;
-        let r = FileReader {
-            table: &table,
-            prefix: String::new(),
-        };
-        r.check_keys(TOP_KEYS)?;
-        if let Some(v) = r.str("listen")? {
-            self.listen = addr("listen", &v)?;
-        }
-        if let Some(v) = r.str("grpc_listen")? {
-            self.grpc_listen = addr("grpc_listen", &v)?;
-        }
-        if let Some(v) = r.str("adapter")? {
-            self.adapter = match v.as_str() {
-                "memory" => AdapterKind::Memory,
-                "redis" => AdapterKind::Redis,
-                other => {
-                    return Err(invalid(
-                        "adapter",
-                        format!("{other:?}: expected memory or redis"),
-                    ))
-                }
-            };
-        }
-        for k in ["redis_url", "redis_urls"] {
-            if let Some(v) = r.list(k)? {
-                self.redis_urls = v;
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Ok(Self::layered(&cli, &matches, &env).map(|config| {
+            if cli.print_config {
+                Startup::PrintConfig(config.to_toml())
+            } else {
+                Startup::Run(Box::new(config.with_node_id()))
             }
-        }
-        if let Some(v) = r.duration("ping_interval")? {
-            self.ping_interval = v;
-        }
-        if let Some(v) = r.duration("ping_timeout")? {
-            self.ping_timeout = v;
-        }
-        if let Some(v) = r.size("max_message_bytes")? {
-            self.max_message_bytes = v;
-        }
-        if let Some(v) = r.list("allowed_origins")? {
-            self.allowed_origins = v;
-        }
-        if let Some(v) = r.str("node_id")? {
-            self.node_id = v;
-        }
-        if let Some(v) = r.duration("drain_timeout")? {
-            self.drain_timeout = v;
-        }
-        if let Some(v) = r.size("max_queue_bytes")? {
-            self.max_queue_bytes = v;
-        }
-        if let Some(v) = r.uint("max_connections")? {
-            self.max_connections = v as usize;
-        }
-        if let Some(v) = r.uint("connection_rate")? {
-            self.connection_rate =
-                u32::try_from(v).map_err(|_| invalid("connection_rate", "too large"))?;
-        }
-        if let Some(v) = r.uint("command_rate")? {
-            self.command_rate =
-                u32::try_from(v).map_err(|_| invalid("command_rate", "too large"))?;
-        }
-        if let Some(v) = r.uint("max_rooms_per_session")? {
-            self.max_rooms_per_session = v as usize;
-        }
-        if let Some(v) = r.duration("connect_timeout")? {
-            self.connect_timeout = v;
-        }
-        if let Some(v) = r.duration("handshake_timeout")? {
-            self.handshake_timeout = v;
-        }
-        if let Some(v) = r.str("jwt_secret")? {
-            self.jwt = Some(JwtKey::Secret(v));
-        }
-        if let Some(v) = r.str("jwt_public_key")? {
-            self.jwt = Some(read_key("jwt_public_key", &PathBuf::from(v))?);
-        }
-        if let Some(v) = r.str("grpc_token")? {
-            self.grpc_token = Some(v);
-        }
-        if let (Some(c), Some(k)) = (r.str("grpc_tls_cert")?, r.str("grpc_tls_key")?) {
-            self.grpc_tls = Some((c.into(), k.into()));
-        }
-        if let Some(v) = r.str("log_format")? {
-            self.log_format = match v.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => {
-                    return Err(invalid(
-                        "log_format",
-                        format!("{other:?}: expected text or json"),
-                    ))
-                }
+        }))
+    }
+
+    /// Defaults < file < the environment's `ROOMCAST_*` variables that a
+    /// flag names < flags on the command line. Variables no flag names
+    /// (`ROOMCAST_BIN` of some script) are not configuration and are left alone.
+    fn layered(
+        cli: &Cli,
+        matches: &clap::ArgMatches,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut builder = ::config::Config::builder();
+        if let Some(path) = &cli.config {
+            let file_err = |reason: String| ConfigError::File {
+                path: path.display().to_string(),
+                reason,
             };
-        }
-        if let Some(v) = r.boolean("demo")? {
-            self.demo = v;
-        }
-        if let Some(v) = r.boolean("echo")? {
-            self.echo = v;
-        }
-        if let Some(ns) = table.get("namespaces") {
-            let toml::Value::Table(ns) = ns else {
-                return Err(invalid(
-                    "namespaces",
-                    "expected a table of [namespaces.NAME] sections",
-                ));
-            };
-            // `default` first: the other namespaces start from it.
-            let mut names: Vec<&String> = ns.keys().collect();
-            names.sort_by_key(|n| n.as_str() != "default");
-            for name in names {
-                let toml::Value::Table(t) = &ns[name] else {
-                    return Err(invalid(&format!("namespaces.{name}"), "expected a table"));
-                };
-                if !valid_namespace(name) {
+            let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+            // Parsed here (not only by the `config` crate) for an error on
+            // one line, and so the old spelling `redis_urls` meets the
+            // environment's `ROOMCAST_REDIS_URL` under one key.
+            let mut table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| file_err(one_line(&e.to_string())))?;
+            if let Some(urls) = table.remove("redis_urls") {
+                if table.insert("redis_url".to_owned(), urls).is_some() {
                     return Err(invalid(
-                        &format!("namespaces.{name}"),
-                        "a namespace name is 1-200 bytes of [A-Za-z0-9_@/-]",
+                        "redis_url",
+                        "set redis_url or redis_urls, not both",
                     ));
                 }
-                let r = FileReader {
-                    table: t,
-                    prefix: format!("namespaces.{name}."),
-                };
-                let base = self.namespaces.default.clone();
-                let o = namespace(&r, &base)?;
-                self.namespaces.set(name, o);
+            }
+            builder = builder.add_source(::config::File::from_str(
+                &table.to_string(),
+                ::config::FileFormat::Toml,
+            ));
+        }
+
+        let command = Cli::command();
+        let mut variables = ::config::Map::new();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if NOT_KEYS.contains(&id) {
+                continue;
+            }
+            let Some(name) = arg.get_env().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some((_, value)) = env.iter().find(|(k, _)| k == name) {
+                if !value.is_empty() {
+                    variables.insert(name.to_owned(), value.clone());
+                }
             }
         }
-        Ok(())
+        builder = builder.add_source(
+            ::config::Environment::with_prefix("ROOMCAST")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(variables)),
+        );
+
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if NOT_KEYS.contains(&id) || matches.value_source(id) != Some(ValueSource::CommandLine)
+            {
+                continue;
+            }
+            let key = key_of_flag(id);
+            let values: Vec<String> = matches
+                .get_raw(id)
+                .into_iter()
+                .flatten()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let set = if LIST_KEYS.contains(&key) {
+                builder.set_override(key, values)
+            } else {
+                builder.set_override(key, values.last().cloned().unwrap_or_default())
+            };
+            builder = set.map_err(|e| from_layers(&e))?;
+        }
+
+        let mut config: Config = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| from_layers(&e))?;
+        config.resolve()?;
+        Ok(config)
     }
 
-    fn apply_cli(&mut self, cli: Cli) -> Result<(), ConfigError> {
-        if let Some(v) = cli.listen {
-            self.listen = addr("listen", &v)?;
-        }
-        if let Some(v) = cli.grpc_listen {
-            self.grpc_listen = addr("grpc_listen", &v)?;
-        }
-        if let Some(v) = cli.adapter {
-            self.adapter = v;
-        }
-        let urls: Vec<String> = cli
-            .redis_url
-            .into_iter()
-            .filter(|u| !u.trim().is_empty())
-            .collect();
-        if !urls.is_empty() {
-            self.redis_urls = urls;
-        }
-        let dur = |key: &str, v: Option<String>| -> Result<Option<Duration>, ConfigError> {
-            v.map(|s| parse_duration(&s).map_err(|e| invalid(key, e)))
-                .transpose()
-        };
-        if let Some(v) = dur("ping_interval", cli.ping_interval)? {
-            self.ping_interval = v;
-        }
-        if let Some(v) = dur("ping_timeout", cli.ping_timeout)? {
-            self.ping_timeout = v;
-        }
-        if let Some(v) = dur("drain_timeout", cli.drain_timeout)? {
-            self.drain_timeout = v;
-        }
-        if let Some(v) = dur("connect_timeout", cli.connect_timeout)? {
-            self.connect_timeout = v;
-        }
-        if let Some(v) = dur("handshake_timeout", cli.handshake_timeout)? {
-            self.handshake_timeout = v;
-        }
-        if let Some(v) = cli.max_message_bytes {
-            self.max_message_bytes = parse_size(&v).map_err(|e| invalid("max_message_bytes", e))?;
-        }
-        if let Some(v) = cli.max_queue_bytes {
-            self.max_queue_bytes = parse_size(&v).map_err(|e| invalid("max_queue_bytes", e))?;
-        }
-        let origins: Vec<String> = cli
-            .allowed_origin
-            .into_iter()
-            .filter(|o| !o.trim().is_empty())
-            .collect();
-        if !origins.is_empty() {
-            self.allowed_origins = origins;
-        }
-        if let Some(v) = cli.node_id {
-            self.node_id = v;
-        }
-        if let Some(v) = cli.max_connections {
-            self.max_connections = v;
-        }
-        if let Some(v) = cli.connection_rate {
-            self.connection_rate = v;
-        }
-        if let Some(v) = cli.command_rate {
-            self.command_rate = v;
-        }
-        if let Some(v) = cli.max_rooms_per_session {
-            self.max_rooms_per_session = v;
-        }
-        if let Some(v) = cli.jwt_secret {
-            self.jwt = Some(JwtKey::Secret(v));
-        }
-        if let Some(v) = cli.jwt_public_key {
-            self.jwt = Some(read_key("jwt_public_key", &v)?);
-        }
-        if let Some(v) = cli.grpc_token {
-            self.grpc_token = Some(v);
-        }
-        match (cli.grpc_tls_cert, cli.grpc_tls_key) {
-            (Some(c), Some(k)) => self.grpc_tls = Some((c, k)),
-            (None, None) => {}
-            (Some(_), None) => {
-                return Err(invalid(
-                    "grpc_tls_key",
-                    "--grpc-tls-cert needs --grpc-tls-key",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "grpc_tls_cert",
-                    "--grpc-tls-key needs --grpc-tls-cert",
-                ))
-            }
-        }
-        if let Some(v) = cli.log_format {
-            self.log_format = v;
-        }
-        self.demo |= cli.demo;
-        self.echo |= cli.echo || self.demo;
+    /// Fills in what follows from the keys: `--demo` implies `--echo` and
+    /// its namespaces, the JWT key is read, the TLS pair is checked.
+    fn resolve(&mut self) -> Result<(), ConfigError> {
+        self.echo |= self.demo;
         if self.demo {
             self.add_demo_namespaces();
         }
-        Ok(())
+        self.jwt = match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "jwt_secret",
+                    "set jwt_secret (HS256) or jwt_public_key (RS256/ES256), not both",
+                ))
+            }
+            (Some(s), None) => Some(JwtKey::Secret(s.clone())),
+            (None, Some(path)) => Some(read_key("jwt_public_key", path)?),
+            (None, None) => None,
+        };
+        self.grpc_tls = match (&self.grpc_tls_cert, &self.grpc_tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("grpc_tls_key", "grpc_tls_cert needs it")),
+            (None, Some(_)) => return Err(invalid("grpc_tls_cert", "grpc_tls_key needs it")),
+        };
+        self.validate()
+    }
+
+    fn with_node_id(mut self) -> Self {
+        if self.node_id.is_empty() {
+            self.node_id = generated_node_id();
+        }
+        self
+    }
+
+    /// The configuration as TOML that `--config` reads back: every key with
+    /// its effective value. Secrets are left out (a comment says they are
+    /// set); give them again through the environment.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from("# roomcast: effective configuration\n");
+        for (key, set) in [
+            ("jwt_secret", self.jwt_secret.is_some()),
+            ("grpc_token", self.grpc_token.is_some()),
+        ] {
+            if set {
+                out.push_str(&format!("# {key} is set (not printed)\n"));
+            }
+        }
+        match toml::to_string(self) {
+            Ok(body) => {
+                out.push_str(&body);
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            // Every field is a string, number, bool, list or table.
+            Err(e) => out.push_str(&format!("# cannot print: {e}\n")),
+        }
+        out
     }
 
     /// The namespaces the demo page uses, unless the file set them already.
@@ -873,13 +908,7 @@ impl Config {
                 ));
             }
             for u in &self.redis_urls {
-                if !(u.starts_with("redis://")
-                    || u.starts_with("rediss://")
-                    || u.starts_with("redis+unix://")
-                    || u.starts_with("unix://"))
-                {
-                    return Err(invalid("redis_url", format!("{u:?} is not a redis:// URL")));
-                }
+                check_redis_url(u).map_err(|e| invalid("redis_url", e))?;
             }
         }
         if let Some(t) = &self.grpc_token {
@@ -887,13 +916,107 @@ impl Config {
                 return Err(invalid("grpc_token", "must not be empty"));
             }
         }
-        if let Some(JwtKey::Secret(s)) = &self.jwt {
+        if let Some(s) = &self.jwt_secret {
             if s.is_empty() {
                 return Err(invalid("jwt_secret", "must not be empty"));
             }
         }
         Ok(())
     }
+}
+
+/// Checks a Redis URL the way the adapter will use it, so a bad one stops
+/// the node at start instead of failing its first connection.
+fn check_redis_url(u: &str) -> Result<(), String> {
+    let url = url::Url::parse(u).map_err(|e| format!("{u:?} is not a URL ({e})"))?;
+    match url.scheme() {
+        "redis" | "rediss" => {
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "{u:?} has no host; use e.g. redis://127.0.0.1:6379"
+                ));
+            }
+            let db = url.path().trim_start_matches('/');
+            if !db.is_empty() && db.parse::<u32>().is_err() {
+                return Err(format!("{u:?}: the path must be a database number"));
+            }
+            Ok(())
+        }
+        "redis+unix" | "unix" => {
+            if url.path().is_empty() {
+                return Err(format!("{u:?} has no socket path"));
+            }
+            Ok(())
+        }
+        other => Err(format!(
+            "{u:?}: scheme {other:?} is not redis, rediss or redis+unix"
+        )),
+    }
+}
+
+/// One line out of what the layering or serde said, naming the key.
+fn from_layers(e: &::config::ConfigError) -> ConfigError {
+    use ::config::ConfigError as E;
+    match e {
+        E::At { error, key, .. } => {
+            let key = key.clone().unwrap_or_default();
+            match &**error {
+                E::Message(m) => from_message(&key, m),
+                inner => invalid(&key, one_line(&inner.to_string())),
+            }
+        }
+        E::Type {
+            key,
+            unexpected,
+            expected,
+            ..
+        } => invalid(
+            key.as_deref().unwrap_or("?"),
+            // Every integer setting is a count or a size.
+            format!(
+                "expected {}, found {unexpected}",
+                if *expected == "an integer" {
+                    "a non-negative integer"
+                } else {
+                    expected
+                }
+            ),
+        ),
+        E::Message(m) => from_message("", m),
+        other => invalid("?", one_line(&other.to_string())),
+    }
+}
+
+/// serde's messages: an unknown key becomes that key, the rest stays a reason.
+fn from_message(key: &str, message: &str) -> ConfigError {
+    let join = |k: &str| {
+        if key.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some(field) = rest.split('`').next() {
+            return invalid(&join(field), "unknown key");
+        }
+    }
+    if let Some(rest) = message.strip_prefix("duplicate field `") {
+        if let Some(field) = rest.split('`').next() {
+            return invalid(&join(field), "set twice (once under another spelling?)");
+        }
+    }
+    invalid(if key.is_empty() { "?" } else { key }, one_line(message))
+}
+
+/// Parser messages span several lines (a source excerpt with a caret);
+/// keeps the lines that say something.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains('|') && !l.starts_with('^'))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn read_key(key: &str, path: &std::path::Path) -> Result<JwtKey, ConfigError> {
@@ -926,6 +1049,52 @@ fn generated_node_id() -> String {
 mod tests {
     use super::*;
 
+    /// Loads with an explicit environment instead of the process's.
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let argv = std::iter::once("roomcast").chain(args.iter().copied());
+        let matches = Cli::command()
+            .try_get_matches_from(argv)
+            .expect("flags parse");
+        let cli = Cli::from_arg_matches(&matches).expect("flags parse");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::layered(&cli, &matches, &env)
+    }
+
+    fn file(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    /// A file removed when dropped; the tests need nothing more.
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+
+        impl TempPath {
+            pub fn with(text: &str) -> Self {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir().join(format!(
+                    "roomcast-config-test-{}-{n}.toml",
+                    std::process::id()
+                ));
+                std::fs::write(&path, text).expect("writes");
+                Self(path)
+            }
+
+            pub fn arg(&self) -> &str {
+                self.0.to_str().expect("utf-8 path")
+            }
+        }
+
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
     #[test]
     fn sizes_and_durations() {
         assert_eq!(parse_size("64KiB"), Ok(65536));
@@ -934,6 +1103,9 @@ mod tests {
         assert!(parse_size("12XB").is_err());
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(format_size(65536), "64KiB");
+        assert_eq!(format_size(3 << 20), "3MiB");
+        assert_eq!(format_size(1000), "1000");
     }
 
     #[test]
@@ -950,5 +1122,219 @@ mod tests {
         assert_eq!(n.for_room("chat:lobby").history_size, 5);
         assert_eq!(n.for_room("chat").history_size, 5);
         assert_eq!(n.for_room("chatter.x").history_size, 0);
+    }
+
+    #[test]
+    fn defaults_without_any_source() {
+        let c = load(&[], &[]).expect("loads");
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.max_message_bytes, 64 * 1024);
+        assert_eq!(c.ping_interval, Duration::from_secs(25));
+        assert_eq!(c.command_rate, 100);
+        assert_eq!(c.redis_urls, vec!["redis://127.0.0.1:6379"]);
+        assert!(c.jwt.is_none());
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let f = file("ping_timeout = \"3s\"\nmax_queue_bytes = \"2MiB\"\ncommand_rate = 7\n");
+        let c = load(
+            &["--config", f.arg(), "--command-rate", "9"],
+            &[
+                ("ROOMCAST_PING_TIMEOUT", "4s"),
+                ("ROOMCAST_COMMAND_RATE", "8"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(c.max_queue_bytes, 2 << 20, "file beats default");
+        assert_eq!(c.ping_timeout, Duration::from_secs(4), "env beats file");
+        assert_eq!(c.command_rate, 9, "flag beats env");
+    }
+
+    #[test]
+    fn lists_from_each_layer() {
+        let f = file(
+            "redis_urls = [\"redis://a:1\", \"redis://b:2\"]\nallowed_origins = \"https://x\"\n",
+        );
+        let c = load(&["--config", f.arg()], &[]).expect("loads");
+        assert_eq!(c.redis_urls, vec!["redis://a:1", "redis://b:2"]);
+        assert_eq!(c.allowed_origins, vec!["https://x"]);
+        let c = load(
+            &["--config", f.arg()],
+            &[("ROOMCAST_REDIS_URL", "redis://c:3,redis://d:4")],
+        )
+        .expect("loads");
+        assert_eq!(c.redis_urls, vec!["redis://c:3", "redis://d:4"]);
+        let c = load(
+            &[
+                "--allowed-origin",
+                "https://p",
+                "--allowed-origin",
+                "https://q",
+            ],
+            &[("ROOMCAST_ALLOWED_ORIGINS", "https://env")],
+        )
+        .expect("loads");
+        assert_eq!(c.allowed_origins, vec!["https://p", "https://q"]);
+    }
+
+    #[test]
+    fn unrelated_variables_are_not_configuration() {
+        let c = load(&[], &[("ROOMCAST_BIN", "/x"), ("ROOMCAST_WHATEVER", "1")]);
+        assert!(c.is_ok(), "{c:?}");
+    }
+
+    #[test]
+    fn secrets_that_look_like_numbers_stay_text() {
+        let c = load(&[], &[("ROOMCAST_JWT_SECRET", "1e5")]).expect("loads");
+        assert!(matches!(c.jwt, Some(JwtKey::Secret(ref s)) if s == "1e5"));
+    }
+
+    #[test]
+    fn namespaces_inherit_from_default() {
+        let f = file(
+            "[namespaces.default]\nhistory_size = 3\n\n[namespaces.chat]\njoin_leave = true\n",
+        );
+        let c = load(&["--config", f.arg()], &[]).expect("loads");
+        let chat = c.namespaces.for_room("chat.a");
+        assert_eq!(chat.history_size, 3);
+        assert!(chat.join_leave);
+        assert_eq!(c.namespaces.for_room("other.a").history_size, 3);
+    }
+
+    fn err(args: &[&str], env: &[(&str, &str)]) -> String {
+        let e = load(args, env).expect_err("refused").to_string();
+        assert_eq!(e.lines().count(), 1, "one line: {e}");
+        e
+    }
+
+    #[test]
+    fn every_error_names_its_key() {
+        let e = err(&["--ping-interval", "soon"], &[]);
+        assert!(e.starts_with("invalid `ping_interval`: "), "{e}");
+        let e = err(&[], &[("ROOMCAST_MAX_MESSAGE_BYTES", "12XB")]);
+        assert!(e.starts_with("invalid `max_message_bytes`: "), "{e}");
+        let f = file("[namespaces.chat]\nhistory_size = \"lots\"\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(e.contains("`namespaces.chat.history_size`"), "{e}");
+        let f = file("[namespaces.chat]\nhistroy_size = 1\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert_eq!(e, "invalid `namespaces.chat.histroy_size`: unknown key");
+        let f = file("bogus_key = 1\n");
+        assert_eq!(
+            err(&["--config", f.arg()], &[]),
+            "invalid `bogus_key`: unknown key"
+        );
+        let f = file("listen = \n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(e.starts_with("config file "), "{e}");
+        let e = err(&["--listen", "localhost"], &[]);
+        assert!(e.starts_with("invalid `listen`: "), "{e}");
+        let e = err(&["--command-rate=-1"], &[]);
+        assert!(e.starts_with("invalid `command_rate`: "), "{e}");
+        let f = file("[namespaces.chat]\noverflow = \"explode\"\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(e.contains("`namespaces.chat.overflow`"), "{e}");
+        let f = file("[namespaces.\"bad name\"]\npresence = true\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(e.contains("`namespaces`") && e.contains("bad name"), "{e}");
+        let e = err(&["--grpc-tls-cert", "c.pem"], &[]);
+        assert!(e.starts_with("invalid `grpc_tls_key`: "), "{e}");
+    }
+
+    #[test]
+    fn redis_urls_are_checked_at_start() {
+        for (url, why) in [
+            ("redis://", "has no host"),
+            ("redis:///0", "has no host"),
+            ("http://h:1", "scheme"),
+            ("redis://h:1/db", "database number"),
+            ("not a url", "is not a URL"),
+        ] {
+            let e = err(&["--adapter", "redis", "--redis-url", url], &[]);
+            assert!(e.starts_with("invalid `redis_url`: "), "{e}");
+            assert!(e.contains(why), "{url}: {e}");
+        }
+        assert!(load(&["--adapter", "redis", "--redis-url", "redis://h:1/2"], &[]).is_ok());
+        assert!(load(
+            &["--adapter", "redis", "--redis-url", "rediss://u:p@h"],
+            &[]
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn printed_configuration_reads_back_the_same() {
+        let f = file(
+            "listen = \"127.0.0.1:9\"\nmax_message_bytes = 100000\njwt_secret = \"s3cret\"\n\
+             [namespaces.quotes]\nhistory_size = 10\noverflow = \"latest_per_key\"\n",
+        );
+        let first = load(&["--config", f.arg(), "--demo"], &[]).expect("loads");
+        let printed = first.to_toml();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("# jwt_secret is set"), "{printed}");
+        let again = file(&printed);
+        let second = load(&["--config", again.arg()], &[]).expect("reads back");
+        let body = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(body(&second.to_toml()), body(&printed));
+        assert_eq!(second.max_message_bytes, 100000);
+        assert_eq!(
+            second.namespaces.for_room("quotes.x").overflow,
+            OverflowPolicy::LatestPerKey
+        );
+        assert!(second.demo && second.echo);
+        assert!(second.namespaces.for_room("chat.x").join_leave);
+    }
+    #[test]
+    fn every_key_flag_and_variable_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        let documented = |key: &str| doc.contains(&format!("| `{key}`"));
+        let mut every = Config {
+            node_id: "n".into(),
+            jwt_public_key: Some("k.pem".into()),
+            grpc_tls_cert: Some("c.pem".into()),
+            grpc_tls_key: Some("k.pem".into()),
+            ..Config::default()
+        };
+        every.namespaces.set("chat", NamespaceOptions::default());
+        let tree: toml::Table = toml::from_str(&every.to_toml()).expect("prints TOML");
+        for key in tree.keys().filter(|k| *k != "namespaces") {
+            assert!(
+                documented(key),
+                "docs/configuration.md lacks the key `{key}`"
+            );
+        }
+        let toml::Value::Table(namespaces) = &tree["namespaces"] else {
+            panic!("namespaces is a table")
+        };
+        let toml::Value::Table(chat) = &namespaces["chat"] else {
+            panic!("a namespace is a table")
+        };
+        for key in chat.keys() {
+            assert!(
+                documented(key),
+                "docs/configuration.md lacks `namespaces.*.{key}`"
+            );
+        }
+        for arg in Cli::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            let flag = format!("`--{}", arg.get_long().expect("every flag is long"));
+            assert!(doc.contains(&flag), "docs/configuration.md lacks {flag}`");
+            if let Some(var) = arg.get_env().and_then(|v| v.to_str()) {
+                assert!(doc.contains(var), "docs/configuration.md lacks {var}");
+            }
+            if !NOT_KEYS.contains(&id) {
+                let key = key_of_flag(id);
+                assert!(
+                    documented(key),
+                    "docs/configuration.md lacks the key `{key}`"
+                );
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The `roomcast` binary: flags and config into a [`gateway::Config`],
 //! SIGTERM/SIGINT into the shutdown future, everything else in [`gateway::run`].
 
-use gateway::config::LogFormat;
+use gateway::config::{LogFormat, Startup};
 use std::process::ExitCode;
 
 fn init_logging(format: LogFormat) {
@@ -32,7 +32,11 @@ fn main() -> ExitCode {
             eprintln!("roomcast: {e}");
             return ExitCode::from(2);
         }
-        Ok(Ok(c)) => c,
+        Ok(Ok(Startup::PrintConfig(toml))) => {
+            print!("{toml}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Ok(Startup::Run(c))) => *c,
     };
     init_logging(config.log_format);
     // Each session is a file descriptor; many systems start processes with a

@@ -48,6 +48,73 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
 }
 
 #[test]
+fn malformed_redis_urls_stop_the_node_at_start() {
+    for url in ["redis://", "redis:///0", "http://127.0.0.1:6379"] {
+        let out = roomcast(&["--adapter", "redis", "--redis-url", url], &[]);
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains("`redis_url`"), "{err}");
+    }
+}
+
+#[test]
+fn print_config_shows_every_layer_and_reads_back() {
+    let cfg = common::config_file(
+        "command_rate = 7\ngrpc_token = \"hush\"\n[namespaces.chat]\nhistory_size = 5\n",
+    );
+    let out = roomcast(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--print-config",
+            "--ping-timeout",
+            "3s",
+        ],
+        &[("ROOMCAST_MAX_QUEUE_BYTES", "2MiB")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "command_rate = 7",
+        "ping_timeout = \"3s\"",
+        "max_queue_bytes = \"2MiB\"",
+        "max_message_bytes = \"64KiB\"",
+        "[namespaces.chat]",
+        "history_size = 5",
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "{line:?} not in\n{printed}"
+        );
+    }
+    assert!(!printed.contains("hush"), "secrets are not printed");
+
+    let again = common::config_file(&printed);
+    let out = roomcast(
+        &["--config", again.to_str().unwrap(), "--print-config"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reprinted = String::from_utf8(out.stdout).unwrap();
+    let body = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(body(&reprinted), body(&printed));
+}
+
+#[test]
 fn help_documents_every_flag_of_the_contract() {
     let out = roomcast(&["--help"], &[]);
     assert!(out.status.success());
@@ -72,6 +139,7 @@ fn help_documents_every_flag_of_the_contract() {
         "--demo",
         "--echo",
         "--log-format",
+        "--print-config",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
