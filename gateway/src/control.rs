@@ -43,6 +43,16 @@ impl ControlService {
 
     async fn publish_one(&self, r: pb::PublishRequest) -> Result<pb::PublishReply, Status> {
         check_room(&r.room)?;
+        // What a node accepts it can deliver (a session with an empty
+        // backlog takes one frame of any accepted size); what is larger than
+        // a client may send is refused here rather than accepted and lost.
+        let max = self.node.config.max_message_bytes;
+        if r.data.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "payload_too_large: data is {} bytes, more than max_message_bytes ({max})",
+                r.data.len()
+            )));
+        }
         if !r.binary && serde_json::from_slice::<serde::de::IgnoredAny>(&r.data).is_err() {
             return Err(Status::invalid_argument(
                 "data is not valid JSON; set `binary` to publish opaque bytes",

@@ -341,8 +341,16 @@ async fn serve_grpc(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     });
-    let control =
-        ControlServer::with_interceptor(control::ControlService::new(node.clone()), check.clone());
+    // Publications up to `max_message_bytes` must decode, and those up to
+    // twice as large too, so `Publish` itself refuses them with a message
+    // naming the setting; past that, tonic's own limit answers OUT_OF_RANGE
+    // before buffering more.
+    let decode_limit = (2 * node.config.max_message_bytes + 64 * 1024).max(4 << 20);
+    let control = tonic::service::interceptor::InterceptedService::new(
+        ControlServer::new(control::ControlService::new(node.clone()))
+            .max_decoding_message_size(decode_limit),
+        check.clone(),
+    );
     builder
         .add_service(health)
         .add_service(tonic::service::interceptor::InterceptedService::new(

@@ -5,6 +5,12 @@
 //! batches and writes each batch with one vectored write. When the queue is
 //! full the room's overflow policy decides: close the session (4008), drop
 //! the oldest queued publications, or keep only the newest per key.
+//!
+//! The limit bounds a session's *backlog*, not the size of one frame: a
+//! session with nothing queued or unwritten takes one frame of any size the
+//! node accepted (a client message up to `max_message_bytes`, a publication
+//! up to the same size), so whatever the node accepts can reach a client
+//! that reads. A session holds at most `limit` bytes, or one larger frame.
 
 use crate::config::OverflowPolicy;
 use bytes::Bytes;
@@ -120,10 +126,12 @@ impl OutboundQueue {
             OverflowPolicy::Disconnect => q.queued + q.inflight,
             _ => q.queued,
         };
+        let limit = self.limit;
+        let fits = |q: &Inner| held(q) == 0 || held(q) + len <= limit;
         let mut dropped = 0;
-        if held(&q) + len > self.limit {
+        if !fits(&q) {
             if policy != OverflowPolicy::Disconnect && item.droppable() {
-                while held(&q) + len > self.limit {
+                while !fits(&q) {
                     let Some(pos) = q.items.iter().position(Outbound::droppable) else {
                         break;
                     };
@@ -132,7 +140,7 @@ impl OutboundQueue {
                     dropped += 1;
                 }
             }
-            if held(&q) + len > self.limit {
+            if !fits(&q) {
                 q.overflowed = true;
                 drop(q);
                 self.notify.notify_one();
@@ -155,11 +163,12 @@ impl OutboundQueue {
 
     /// Counts a frame the session's writer holds without queueing it (the
     /// session's own replies on the echo endpoint). `false` when it would
-    /// take the session's backlog over the limit: the queue is then marked
+    /// take a non-empty backlog over the limit: the queue is then marked
     /// overflowed, as `push` does.
     pub fn hold(&self, len: usize) -> bool {
         let mut q = self.inner.lock();
-        if q.queued + q.inflight + len > self.limit {
+        let held = q.queued + q.inflight;
+        if held > 0 && held + len > self.limit {
             q.overflowed = true;
             return false;
         }
@@ -304,6 +313,42 @@ mod tests {
         assert_eq!(
             q.push(publication(30, "b"), OverflowPolicy::Disconnect),
             Pushed::Queued
+        );
+    }
+    #[test]
+    fn an_empty_backlog_takes_one_frame_of_any_size() {
+        for policy in [
+            OverflowPolicy::Disconnect,
+            OverflowPolicy::DropOldest,
+            OverflowPolicy::LatestPerKey,
+        ] {
+            let q = OutboundQueue::new(100);
+            assert_eq!(q.push(publication(300, "a"), policy), Pushed::Queued);
+            let mut out = VecDeque::new();
+            q.take(&mut out);
+            q.written(300);
+            assert_eq!(q.push(publication(300, "b"), policy), Pushed::Queued);
+        }
+        let q = OutboundQueue::new(100);
+        assert!(q.hold(300), "an echo reply larger than the limit");
+        assert!(!q.hold(1), "but nothing more until it is written");
+        assert!(q.overflowed());
+    }
+
+    #[test]
+    fn a_large_frame_behind_a_backlog_overflows_or_drops() {
+        let q = OutboundQueue::new(100);
+        q.push(publication(10, "a"), OverflowPolicy::Disconnect);
+        assert_eq!(
+            q.push(publication(300, "b"), OverflowPolicy::Disconnect),
+            Pushed::Overflow
+        );
+        let q = OutboundQueue::new(100);
+        q.push(publication(10, "a"), OverflowPolicy::DropOldest);
+        assert_eq!(
+            q.push(publication(300, "b"), OverflowPolicy::DropOldest),
+            Pushed::QueuedDropping(1),
+            "the drop policies make the backlog empty for it"
         );
     }
 }

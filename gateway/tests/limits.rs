@@ -299,3 +299,100 @@ async fn echo_client_that_never_reads_is_cut_off_at_the_queue_limit() {
         .unwrap();
     assert_eq!(echoed.into_text().unwrap(), "still here");
 }
+
+#[tokio::test]
+async fn one_message_larger_than_the_queue_reaches_a_client_that_reads() {
+    let node = Node::start(&[
+        "--echo",
+        "--max-queue-bytes",
+        "1MiB",
+        "--max-message-bytes",
+        "4MiB",
+    ])
+    .await;
+    let three_mib = 3 << 20;
+
+    // A 3 MiB echo on the raw endpoint and on the JSON protocol.
+    let mut echo = Client::connect_with(&node, "/echo", None).await;
+    let blob: Vec<u8> = (0..three_mib).map(|i| (i % 251) as u8).collect();
+    echo.ws.send(Message::Binary(blob.clone())).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(20), echo.ws.next())
+        .await
+        .expect("echo arrives")
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.into_data(), blob, "the echo comes back whole");
+
+    let mut sub = Client::connect(&node).await;
+    let text = "t".repeat(three_mib);
+    let r = sub.call(json!({"op": "echo", "data": text}), 1).await;
+    assert_eq!(r["data"].as_str().map(str::len), Some(three_mib));
+
+    // A 3 MiB publication from gRPC and one from a client.
+    sub.call(json!({"op": "subscribe", "room": "big.room"}), 2)
+        .await;
+    let mut grpc = node.grpc().await;
+    let data = serde_json::to_vec(&json!({"blob": "g".repeat(three_mib)})).unwrap();
+    grpc.publish(pb::PublishRequest {
+        room: "big.room".into(),
+        data: data.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("a publication up to max_message_bytes is accepted");
+    let m = sub.recv().await;
+    assert_eq!(m["op"], "message");
+    assert_eq!(m["data"]["blob"].as_str().map(str::len), Some(three_mib));
+
+    let mut publisher = Client::connect(&node).await;
+    let r = publisher
+        .call(
+            json!({"op": "publish", "room": "big.room", "data": "c".repeat(three_mib)}),
+            3,
+        )
+        .await;
+    assert_eq!(r["op"], "published", "{}", r["op"]);
+    let m = sub.recv().await;
+    assert_eq!(m["data"].as_str().map(str::len), Some(three_mib));
+
+    // What no client could send is refused at Publish, not accepted and lost.
+    let too_big = serde_json::to_vec(&json!("x".repeat(5 << 20))).unwrap();
+    let err = grpc
+        .publish(pb::PublishRequest {
+            room: "big.room".into(),
+            data: too_big.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("larger than max_message_bytes");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("max_message_bytes"), "{err:?}");
+    assert_eq!(
+        node.metric("roomcast_publications_total{source=\"grpc\"}")
+            .await,
+        1.0
+    );
+
+    // The bound still holds for a backlog: a subscriber that stops reading
+    // is closed with 4008 once what it has not read passes 1 MiB.
+    let mut slow = Raw::handshake_with_small_buffer(node.http, "/ws").await;
+    slow.send_frame(
+        true,
+        1,
+        br#"{"op":"subscribe","id":1,"room":"big.slow"}"#,
+        true,
+    )
+    .await;
+    node.wait_metric("roomcast_subscriptions", 2.0).await;
+    flood(&node, &["big.slow"], 64, 512 * 1024).await;
+    node.wait_metric("roomcast_disconnects_total{reason=\"slow_consumer\"}", 1.0)
+        .await;
+    let end = slow.close_code().await;
+    assert!(end == Some(4008) || end.is_none(), "{end:?}");
+    // The reading subscriber is still there.
+    assert_eq!(
+        sub.call(json!({"op": "ping"}), 4).await["op"],
+        "pong",
+        "a client that reads keeps its session"
+    );
+}
