@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod socketio;
 pub mod ws;
 
 pub use config::Config;
