@@ -5,8 +5,8 @@
 // helpers would only be unboxed again at the boundary.
 #![allow(clippy::result_large_err)]
 
+use crate::client::{merge_presence, valid_room};
 use crate::metrics::GrpcLabels;
-use crate::session::{merge_presence, valid_room};
 use crate::Node;
 use roomcast_adapter::{
     AdapterError, HistoryQuery, NodeReply, NodeRequest, PublishRequest as AdapterPublish,

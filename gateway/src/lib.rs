@@ -5,6 +5,7 @@
 //! future; [`run`] does everything else.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -72,6 +73,8 @@ pub struct Node {
     pub auth: Option<Authenticator>,
     /// Sessions open or being opened, for `max_connections`.
     pub open_sessions: AtomicUsize,
+    /// socket.io sessions by id, for polling requests and upgrades.
+    pub socketio: socketio::Registry,
     session_ids: AtomicU64,
     draining: watch::Sender<bool>,
     adapter_up: watch::Receiver<bool>,
@@ -206,6 +209,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         registry,
         auth,
         open_sessions: AtomicUsize::new(0),
+        socketio: Default::default(),
         session_ids: AtomicU64::new(1),
         draining,
         connect_budget: Mutex::new((config.connection_rate as f64, Instant::now())),

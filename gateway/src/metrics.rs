@@ -79,6 +79,12 @@ pub struct Metrics {
     pub delivery_seconds: Histogram,
     /// gRPC calls by method and status.
     pub grpc_requests: Family<GrpcLabels, Counter>,
+    /// socket.io sessions upgraded from long-polling to WebSocket.
+    pub socketio_upgrades: Counter,
+    /// socket.io sessions closed for a packet that is not Socket.IO.
+    pub socketio_malformed_packets: Counter,
+    /// socket.io sockets connected (one per namespace a client joins).
+    pub socketio_sockets: Counter,
 }
 
 impl Metrics {
@@ -101,6 +107,9 @@ impl Metrics {
             ready: Gauge::default(),
             delivery_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             grpc_requests: Family::default(),
+            socketio_upgrades: Counter::default(),
+            socketio_malformed_packets: Counter::default(),
+            socketio_sockets: Counter::default(),
         };
         let r = registry;
         r.register(
@@ -183,6 +192,21 @@ impl Metrics {
             "gRPC control plane calls, by method and status",
             m.grpc_requests.clone(),
         );
+        r.register(
+            "roomcast_socketio_upgrades",
+            "socket.io sessions upgraded from long-polling to WebSocket",
+            m.socketio_upgrades.clone(),
+        );
+        r.register(
+            "roomcast_socketio_malformed_packets",
+            "socket.io sessions closed for a packet that is not Socket.IO",
+            m.socketio_malformed_packets.clone(),
+        );
+        r.register(
+            "roomcast_socketio_sockets",
+            "socket.io sockets connected (one per namespace a client joins)",
+            m.socketio_sockets.clone(),
+        );
         m
     }
 
@@ -190,6 +214,18 @@ impl Metrics {
     pub fn disconnect(&self, reason: &'static str) {
         self.disconnects
             .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts an error answered to a client command.
+    pub fn command_error(&self, code: &'static str) {
+        self.command_errors.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// Counts an accepted publication.
+    pub fn publication(&self, source: &'static str) {
+        self.publications
+            .get_or_create(&SourceLabel { source })
             .inc();
     }
 
