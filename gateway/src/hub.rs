@@ -10,7 +10,7 @@
 //! quick leave-and-join can never leave the node unsubscribed.
 
 use crate::config::{Namespaces, OverflowPolicy};
-use crate::metrics::{Metrics, PolicyLabel};
+use crate::metrics::Metrics;
 use crate::outbound::{Control, Outbound, Pushed};
 use crate::protocol::{ErrorCode, ServerEvent, Subprotocol};
 use crate::session::SessionShared;
@@ -510,9 +510,6 @@ impl Hub {
         };
         self.metrics
             .slow_consumer_drops
-            .get_or_create(&PolicyLabel {
-                policy: policy_name(policy),
-            })
-            .inc_by(dropped);
+            .add(policy_name(policy), dropped);
     }
 }

@@ -236,7 +236,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
         s.authenticate(g);
     }
     s.node.metrics.connections.inc();
-    s.node.metrics.connections_accepted.inc();
+    s.node.metrics.connections_accepted.increment(1);
     s.node.hub.add_session(s.shared.clone());
     let label = if bad_token {
         s.begin_close(Close::new(4001, "invalid token", "unauthorized"));
@@ -246,7 +246,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
     };
     s.node.metrics.disconnect(label);
     if label == "ping_timeout" {
-        s.node.metrics.ping_timeouts.inc();
+        s.node.metrics.ping_timeouts.increment(1);
     }
     s.cleanup().await;
     s.node.metrics.connections.dec();
@@ -456,7 +456,7 @@ impl Session {
     }
 
     async fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), Close> {
-        self.node.metrics.messages_received.inc();
+        self.node.metrics.messages_received.increment(1);
         if self.mode == Mode::Echo {
             // Nothing else writes to an echo session: the reply goes straight
             // to the writer, still counted against the session's limit. A
@@ -520,13 +520,7 @@ impl Session {
     }
 
     fn error(&mut self, id: u64, code: ErrorCode, message: &str) {
-        self.node
-            .metrics
-            .command_errors
-            .get_or_create(&crate::metrics::CodeLabel {
-                code: code.as_str(),
-            })
-            .inc();
+        self.node.metrics.command_errors.inc(code.as_str());
         let f = self
             .shared
             .proto
@@ -622,11 +616,7 @@ impl Session {
                 };
                 match self.node.hub.adapter().publish(request).await {
                     Ok(res) => {
-                        self.node
-                            .metrics
-                            .publications
-                            .get_or_create(&crate::metrics::SourceLabel { source: "client" })
-                            .inc();
+                        self.node.metrics.publications.inc("client");
                         self.reply(
                             id,
                             &ServerEvent::Published {
@@ -910,11 +900,11 @@ impl Session {
         }
         self.shared.queue.written(data_bytes);
         if frames > 0 {
-            self.node.metrics.messages_sent.inc_by(frames);
+            self.node.metrics.messages_sent.increment(frames);
         }
         if oldest != i64::MAX {
             let secs = (roomcast_adapter::now_unix_micros() - oldest).max(0) as f64 / 1e6;
-            self.node.metrics.delivery_seconds.observe(secs);
+            self.node.metrics.delivery_seconds.record(secs);
         }
     }
 
