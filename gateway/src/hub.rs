@@ -11,7 +11,7 @@
 
 use crate::client::ClientShared;
 use crate::config::{Namespaces, OverflowPolicy};
-use crate::metrics::{Metrics, PolicyLabel};
+use crate::metrics::Metrics;
 use crate::outbound::{Control, Outbound, Pushed};
 use crate::protocol::{ErrorCode, ServerEvent, Subprotocol};
 use bytes::Bytes;
@@ -535,9 +535,6 @@ impl Hub {
         };
         self.metrics
             .slow_consumer_drops
-            .get_or_create(&PolicyLabel {
-                policy: policy_name(policy),
-            })
-            .inc_by(dropped);
+            .add(policy_name(policy), dropped);
     }
 }

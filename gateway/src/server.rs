@@ -109,14 +109,10 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             }
         }
         "/metrics" => {
-            let mut out = String::new();
-            if prometheus_client::encoding::text::encode(&mut out, &node.registry).is_err() {
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n");
-            }
-            let mut r = text(StatusCode::OK, out);
+            let mut r = text(StatusCode::OK, node.prometheus.render());
             r.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             r
         }

@@ -148,7 +148,12 @@ pub async fn run(node: Arc<Node>, start: Start) {
         s.authenticate(g);
     }
     s.node.metrics.connections.inc();
-    s.node.metrics.connections_accepted.inc();
+    s.node.metrics.connections_accepted.increment(1);
+    let kind = match s.mode {
+        Mode::Echo => "echo",
+        Mode::Roomcast => proto.name(),
+    };
+    s.node.metrics.sessions.opened(kind, "websocket");
     let label = if bad_token {
         s.begin_close(Close::new(4001, "invalid token", "unauthorized"));
         s.finish().await
@@ -157,10 +162,11 @@ pub async fn run(node: Arc<Node>, start: Start) {
     };
     s.node.metrics.disconnect(label);
     if label == "ping_timeout" {
-        s.node.metrics.ping_timeouts.inc();
+        s.node.metrics.ping_timeouts.increment(1);
     }
     s.cleanup().await;
     s.node.metrics.connections.dec();
+    s.node.metrics.sessions.closed(kind, "websocket");
 }
 
 impl Session {
@@ -364,7 +370,7 @@ impl Session {
     }
 
     async fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), Close> {
-        self.node.metrics.messages_received.inc();
+        self.node.metrics.messages_received.increment(1);
         if self.mode == Mode::Echo {
             // Nothing else writes to an echo session: the reply goes straight
             // to the writer, still counted against the session's limit. A
@@ -612,11 +618,11 @@ impl Session {
         }
         self.shared.queue.written(data_bytes);
         if frames > 0 {
-            self.node.metrics.messages_sent.inc_by(frames);
+            self.node.metrics.messages_sent.increment(frames);
         }
         if oldest != i64::MAX {
             let secs = (roomcast_adapter::now_unix_micros() - oldest).max(0) as f64 / 1e6;
-            self.node.metrics.delivery_seconds.observe(secs);
+            self.node.metrics.delivery_seconds.record(secs);
         }
     }
 

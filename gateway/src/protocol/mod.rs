@@ -110,6 +110,17 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for metrics that have a series per code.
+    pub const ALL: [ErrorCode; 7] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::TooManyRequests,
+        Self::PayloadTooLarge,
+        Self::Internal,
+    ];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -360,7 +360,11 @@ impl Session {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         self.node.metrics.connections.inc();
-        self.node.metrics.connections_accepted.inc();
+        self.node.metrics.connections_accepted.increment(1);
+        self.node
+            .metrics
+            .sessions
+            .opened("socket.io", self.transport_name());
         if self.sio == Sio::V4 && self.role == Role::SocketIo {
             // Socket.IO v4 servers connect `/` by themselves.
             self.connect("/".into(), None, None).await;
@@ -469,7 +473,7 @@ impl Session {
                                 ws.out.iter().map(|o| o.frame.len()).sum::<usize>() - ws.written;
                             debug_assert_eq!(before - after, n);
                             self.queue.written(n);
-                            self.node.metrics.messages_sent.inc();
+                            self.node.metrics.messages_sent.increment(1);
                             if ws.out.is_empty() {
                                 self.queue.take(&mut ws.out);
                             }
@@ -493,7 +497,7 @@ impl Session {
                 }
                 let (body, bytes) = polling::payload(self.eio, &taken);
                 self.queue.written(bytes);
-                self.node.metrics.messages_sent.inc();
+                self.node.metrics.messages_sent.increment(1);
                 if let Some(tx) = self.pending_poll.take() {
                     let _ = tx.send(PollReply::Payload(body));
                 }
@@ -547,8 +551,7 @@ impl Session {
                     }
                     Err(_) => {
                         let _ = tx.send(Err("invalid payload"));
-                        self.node.metrics.disconnect("protocol_error_socketio");
-                        self.end("protocol_error");
+                        self.malformed();
                     }
                 }
             }
@@ -611,7 +614,7 @@ impl Session {
             match packet {
                 Ok(p) => self.on_engine_packet(p).await,
                 Err(_) => {
-                    self.node.metrics.messages_received.inc();
+                    self.node.metrics.messages_received.increment(1);
                     return self.end("protocol_error");
                 }
             }
@@ -683,7 +686,9 @@ impl Session {
                     }
                     self.transport = Transport::WebSocket(ws);
                     self.upgrading = false;
-                    self.node.metrics.socketio_upgrade();
+                    self.node.metrics.socketio_upgrades.increment(1);
+                    self.node.metrics.sessions.closed("socket.io", "polling");
+                    self.node.metrics.sessions.opened("socket.io", "websocket");
                     if let Transport::WebSocket(ws) = &self.transport {
                         if !ws.rbuf.is_empty() {
                             Box::pin(self.on_ws_input()).await;
@@ -701,7 +706,7 @@ impl Session {
     }
 
     async fn on_engine_packet(&mut self, p: EPacket) {
-        self.node.metrics.messages_received.inc();
+        self.node.metrics.messages_received.increment(1);
         match p {
             EPacket::Ping(d) => {
                 if self.eio == Eio::V3 {
@@ -770,7 +775,7 @@ impl Session {
     /// A packet that is not Socket.IO closes the session, as the reference
     /// server does; it is counted.
     fn malformed(&mut self) {
-        self.node.metrics.socketio_malformed();
+        self.node.metrics.socketio_malformed_packets.increment(1);
         self.end("protocol_error");
     }
 
@@ -783,6 +788,7 @@ impl Session {
             Kind::Disconnect => {
                 if let Some(mut ns) = self.namespaces.remove(&p.nsp) {
                     ns.client.cleanup().await;
+                    self.node.metrics.socketio_sockets.dec();
                 }
             }
             Kind::Event | Kind::BinaryEvent => {
@@ -886,7 +892,7 @@ impl Session {
             Role::ConformanceEngineIo => {}
         }
         self.namespaces.insert(nsp, Namespace { client });
-        self.node.metrics.socketio_socket_opened();
+        self.node.metrics.socketio_sockets.inc();
     }
 
     fn refuse_connect(&mut self, nsp: &str, message: &str) {
@@ -1050,6 +1056,7 @@ impl Session {
             // reconnect by itself (socket.io's "io server disconnect").
             let mut ns = self.namespaces.remove(&nsp).expect("found");
             ns.client.cleanup().await;
+            self.node.metrics.socketio_sockets.dec();
             self.send_frames(frames_text(self.eio, packet::disconnect(&nsp)));
             if self.namespaces.is_empty() {
                 self.end("disconnected");
@@ -1182,12 +1189,17 @@ impl Session {
         self.queue.close();
         for (_, mut ns) in self.namespaces.drain() {
             ns.client.cleanup().await;
+            self.node.metrics.socketio_sockets.dec();
         }
         self.node.metrics.disconnect(why);
         if why == "ping_timeout" {
-            self.node.metrics.ping_timeouts.inc();
+            self.node.metrics.ping_timeouts.increment(1);
         }
         self.node.metrics.connections.dec();
+        self.node
+            .metrics
+            .sessions
+            .closed("socket.io", self.transport_name());
     }
 }
 
@@ -1218,21 +1230,6 @@ fn parse_since(v: &Value) -> Option<StreamPosition> {
         epoch: v.get("epoch")?.as_str()?.to_owned(),
         offset: v.get("offset")?.as_u64()?,
     })
-}
-
-/// Metrics of the socket.io front-end.
-impl crate::metrics::Metrics {
-    fn socketio_upgrade(&self) {
-        self.socketio_upgrades.inc();
-    }
-
-    fn socketio_malformed(&self) {
-        self.socketio_malformed_packets.inc();
-    }
-
-    fn socketio_socket_opened(&self) {
-        self.socketio_sockets.inc();
-    }
 }
 
 impl std::fmt::Debug for Input {
