@@ -146,13 +146,22 @@ fn targets_for(cli: &Cli, scenario: &str) -> Vec<Kind> {
     let all = if !cli.targets.is_empty() {
         cli.targets.clone()
     } else if cli.compare {
-        vec![Kind::Roomcast, Kind::Fws, Kind::Ws, Kind::Socketio]
+        vec![
+            Kind::Roomcast,
+            Kind::Fws,
+            Kind::Ws,
+            Kind::Socketio,
+            Kind::RoomcastSocketio,
+        ]
     } else {
         vec![Kind::Roomcast]
     };
-    // Only Roomcast and socket.io (through Redis) can spread over nodes.
     all.into_iter()
-        .filter(|k| scenario != "cluster" || matches!(k, Kind::Roomcast | Kind::Socketio))
+        // Only Roomcast and socket.io (through Redis) can spread over nodes.
+        .filter(|k| scenario != "cluster" || k.is_roomcast() || *k == Kind::Socketio)
+        // socket.io has no echo event of its own: echo is measured raw, or
+        // with roomcast.v1's `echo` command.
+        .filter(|k| scenario != "echo" || *k != Kind::RoomcastSocketio)
         .collect()
 }
 

@@ -290,9 +290,10 @@ pub fn table(report: &Report) -> String {
     out
 }
 
-/// `roomcast`, or another Roomcast build run with `--against-bin`.
+/// `roomcast`, Roomcast driven by socket.io clients (`roomcast-sio`), or
+/// another Roomcast build run with `--against-bin`.
 fn is_roomcast(target: &str) -> bool {
-    target == "roomcast" || target.starts_with("roomcast@")
+    target == "roomcast" || target == "roomcast-sio" || target.starts_with("roomcast@")
 }
 
 /// Computes Roomcast/baseline ratios of each scenario's primary metric.

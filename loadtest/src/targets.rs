@@ -29,6 +29,9 @@ pub enum Kind {
     Ws,
     /// socket.io 4 with `@socket.io/redis-adapter`.
     Socketio,
+    /// The Roomcast gateway driven by socket.io clients (its socket.io
+    /// front-end), publishing over the same socket.io events as `Socketio`.
+    RoomcastSocketio,
 }
 
 impl Kind {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Fws => "fws",
             Kind::Ws => "node-ws",
             Kind::Socketio => "socket.io",
+            Kind::RoomcastSocketio => "roomcast-sio",
         }
     }
 
@@ -47,8 +51,13 @@ impl Kind {
         match self {
             Kind::Roomcast => Dialect::Roomcast,
             Kind::Fws | Kind::Ws => Dialect::Plain,
-            Kind::Socketio => Dialect::SocketIo,
+            Kind::Socketio | Kind::RoomcastSocketio => Dialect::SocketIo,
         }
+    }
+
+    /// Whether this is a Roomcast node (whatever its clients speak).
+    pub fn is_roomcast(self) -> bool {
+        matches!(self, Kind::Roomcast | Kind::RoomcastSocketio)
     }
 }
 
@@ -178,7 +187,7 @@ impl Target {
     /// Starts `nodes` nodes of `kind`. Several Roomcast nodes share a Redis
     /// adapter; socket.io always uses its Redis adapter.
     pub async fn start(kind: Kind, nodes: usize, programs: &Programs) -> Result<Target> {
-        let need_redis = kind == Kind::Socketio || (kind == Kind::Roomcast && nodes > 1);
+        let need_redis = kind == Kind::Socketio || (kind.is_roomcast() && nodes > 1);
         let redis = if need_redis {
             Some(Redis::start().await?)
         } else {
@@ -190,7 +199,7 @@ impl Target {
             let ws = SocketAddr::from(([127, 0, 0, 1], port));
             let mut grpc = None;
             let mut cmd = match kind {
-                Kind::Roomcast => {
+                Kind::Roomcast | Kind::RoomcastSocketio => {
                     if !programs.roomcast.is_file() {
                         bail!(
                             "roomcast binary not found at {} (cargo build --release -p roomcast-gateway, or --roomcast-bin)",

@@ -105,7 +105,14 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>, role: Role) -> Resp
         .get("origin")
         .and_then(|o| o.to_str().ok())
         .map(str::to_owned);
-    let cors = Cors::for_origin(&node, origin.as_deref(), role);
+    let mut cors = Cors::for_origin(&node, origin.as_deref(), role);
+    // socket.io-client 2.x polls with credentials whatever it is told, and
+    // its servers answered so: without the header browsers refuse the poll.
+    let eio3 = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "EIO=3"));
+    cors.credentials |= eio3;
     if req.method() == Method::OPTIONS {
         let mut r = empty(StatusCode::NO_CONTENT);
         cors.apply(&mut r, &req);

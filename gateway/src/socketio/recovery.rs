@@ -51,10 +51,51 @@ pub struct Saved {
     pub nsp: String,
     /// Its grant, when auth is on.
     pub grant: Option<Grant>,
-    /// Its rooms and how far each was written to it.
+    /// Its rooms and how far the client confirmed having each (a pong
+    /// after the write), or where it joined.
     pub rooms: Vec<(String, StreamPosition)>,
+    /// Publications written after that, oldest first, that the client may
+    /// or may not have received: room and offset.
+    pub unconfirmed: Vec<(String, u64)>,
     /// Kept until then.
     pub until: Instant,
+}
+
+/// Most publications a session keeps unconfirmed before it gives up on
+/// recovering (a client that stops answering pings is cut off long before).
+pub const MAX_UNCONFIRMED: usize = 65_536;
+
+impl Saved {
+    /// Where the client stands in each room, given the offset string of the
+    /// last publication it saw: everything written up to that one arrived
+    /// (one ordered stream), nothing after it did. Without one it saw
+    /// nothing unconfirmed.
+    pub fn positions(
+        &self,
+        last_seen: Option<&(String, StreamPosition)>,
+    ) -> Vec<(String, StreamPosition)> {
+        let upto = last_seen.and_then(|(room, p)| {
+            self.unconfirmed
+                .iter()
+                .rposition(|(r, o)| r == room && *o == p.offset)
+        });
+        let received = match upto {
+            Some(i) => &self.unconfirmed[..=i],
+            None => &[],
+        };
+        self.rooms
+            .iter()
+            .map(|(room, p)| {
+                let mut p = p.clone();
+                for (r, o) in received {
+                    if r == room {
+                        p.offset = p.offset.max(*o);
+                    }
+                }
+                (room.clone(), p)
+            })
+            .collect()
+    }
 }
 
 /// Sockets awaiting recovery, by private id.
@@ -117,6 +158,7 @@ mod tests {
             nsp: "/".into(),
             grant: None,
             rooms: Vec::new(),
+            unconfirmed: Vec::new(),
             until: Instant::now() + Duration::from_secs(secs),
         };
         store.save("p1".into(), saved(60));
@@ -126,5 +168,38 @@ mod tests {
         assert!(store.take("p1", "/").is_none(), "taken once");
         store.save("p2".into(), saved(0));
         assert!(store.take("p2", "/").is_none(), "expired");
+    }
+
+    #[test]
+    fn what_the_client_saw_is_up_to_its_last_offset() {
+        let pos = |o| StreamPosition {
+            epoch: "e".into(),
+            offset: o,
+        };
+        let saved = Saved {
+            client_id: "c".into(),
+            nsp: "/".into(),
+            grant: None,
+            rooms: vec![("a".into(), pos(1)), ("b".into(), pos(7))],
+            unconfirmed: vec![
+                ("a".into(), 2),
+                ("b".into(), 8),
+                ("a".into(), 3),
+                ("b".into(), 9),
+            ],
+            until: Instant::now(),
+        };
+        let got = |seen: Option<(&str, u64)>| {
+            let seen = seen.map(|(r, o)| (r.to_owned(), pos(o)));
+            saved
+                .positions(seen.as_ref())
+                .into_iter()
+                .map(|(r, p)| (r, p.offset))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(got(Some(("a", 3))), [("a".into(), 3), ("b".into(), 8)]);
+        assert_eq!(got(Some(("b", 8))), [("a".into(), 2), ("b".into(), 8)]);
+        assert_eq!(got(None), [("a".into(), 1), ("b".into(), 7)]);
+        assert_eq!(got(Some(("a", 99))), [("a".into(), 1), ("b".into(), 7)]);
     }
 }

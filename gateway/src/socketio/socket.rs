@@ -231,6 +231,17 @@ struct Session {
     /// The client closed over polling: the next poll gets a noop, then the
     /// session ends, by this time at the latest.
     closing_poll: Option<Instant>,
+    /// Publications written while recovery is on, not yet confirmed by a
+    /// pong: write number, room, offset.
+    log: VecDeque<(u64, Arc<str>, u64)>,
+    /// Writes so far.
+    write_seq: u64,
+    /// The write number the outstanding ping followed.
+    ping_seq: Option<u64>,
+    /// Per room, the newest offset the client confirmed having.
+    confirmed: HashMap<Arc<str>, u64>,
+    /// False once the log lost unconfirmed entries.
+    log_complete: bool,
     /// Why the session ended, once it has.
     ended: Option<&'static str>,
 }
@@ -280,6 +291,11 @@ pub fn start(node: Arc<Node>, start: Start) -> Arc<str> {
             },
         connect_deadline: connect_timeout.map(|t| now + t),
         closing_poll: None,
+        log: VecDeque::new(),
+        write_seq: 0,
+        ping_seq: None,
+        confirmed: HashMap::new(),
+        log_complete: true,
         ended: None,
         transport,
         node,
@@ -478,17 +494,31 @@ impl Session {
         }
     }
 
-    /// Moves the positions of rooms whose publications were written.
+    /// Logs the publications written, in order, while a socket may be
+    /// recovered: with the client's offset string, the log tells exactly
+    /// what it received in every room (see [`recovery`]).
     fn written(&mut self, done: Vec<(Arc<str>, u64)>) {
-        for ns in self.namespaces.values_mut() {
-            if ns.pid.is_none() {
-                continue;
-            }
-            for (room, offset) in &done {
-                if let Some(p) = ns.client.positions.get_mut(&**room) {
-                    p.offset = p.offset.max(*offset);
-                }
-            }
+        if !self.namespaces.values().any(|ns| ns.pid.is_some()) {
+            return;
+        }
+        for (room, offset) in done {
+            self.write_seq += 1;
+            self.log.push_back((self.write_seq, room, offset));
+        }
+        while self.log.len() > recovery::MAX_UNCONFIRMED {
+            // Too much unconfirmed to know what the client saw.
+            self.log.pop_front();
+            self.log_complete = false;
+        }
+    }
+
+    /// A pong answers the ping sent after write `seq`: the client had read
+    /// everything written before it.
+    fn confirm(&mut self, seq: u64) {
+        while self.log.front().is_some_and(|(s, _, _)| *s <= seq) {
+            let (_, room, offset) = self.log.pop_front().expect("checked");
+            let c = self.confirmed.entry(room).or_default();
+            *c = (*c).max(offset);
         }
     }
 
@@ -761,7 +791,12 @@ impl Session {
                 }
                 // v4 clients do not ping; a stray ping is ignored.
             }
-            EPacket::Pong(_) => self.ping_sent = None,
+            EPacket::Pong(_) => {
+                self.ping_sent = None;
+                if let Some(seq) = self.ping_seq.take() {
+                    self.confirm(seq);
+                }
+            }
             EPacket::Close => {
                 if let Some(tx) = self.pending_poll.take() {
                     let _ = tx.send(PollReply::Payload(noop_payload(self.eio)));
@@ -900,31 +935,40 @@ impl Session {
             && self.node.config.socketio.recovery.is_some();
         // A returning socket: its private id and, if it got any, the offset
         // string of the last publication it saw.
-        let restored = offsets
+        let last_seen = auth
+            .as_ref()
+            .and_then(|a| a.get("offset"))
+            .and_then(Value::as_str)
+            .and_then(recovery::parse_offset);
+        let kept = offsets
             .then(|| auth.as_ref()?.get("pid")?.as_str())
             .flatten()
             .and_then(|pid| {
                 let saved = self.node.socketio.recovery.take(pid, &nsp)?;
                 Some((pid.to_owned(), saved))
             });
-        let last_seen = auth
-            .as_ref()
-            .and_then(|a| a.get("offset"))
-            .and_then(Value::as_str)
-            .and_then(recovery::parse_offset);
+        let restored = match kept {
+            Some((pid, saved)) => {
+                let rooms = saved.positions(last_seen.as_ref());
+                self.recoverable(&rooms)
+                    .await
+                    .then_some((pid, saved.client_id, saved.grant, rooms))
+            }
+            None => None,
+        };
         let client_id = match (&restored, self.sio) {
-            (Some((_, saved)), _) => saved.client_id.clone(),
+            (Some((_, id, _, _)), _) => id.clone(),
             (None, Sio::V5) => new_id(),
             // socket.io-client 2.x derives the socket id from the session's.
             (None, Sio::V4) if nsp == "/" => self.sid.to_string(),
             (None, Sio::V4) => format!("{nsp}#{}", self.sid),
         };
         let pid = match &restored {
-            Some((pid, _)) => Some(pid.clone()),
+            Some((pid, ..)) => Some(pid.clone()),
             None => offsets.then(new_id),
         };
         if grant.is_none() {
-            grant = restored.as_ref().and_then(|(_, s)| s.grant.clone());
+            grant = restored.as_ref().and_then(|(_, _, g, _)| g.clone());
         }
         let dialect = Dialect {
             v3: self.eio == Eio::V3,
@@ -957,17 +1001,9 @@ impl Session {
                 ));
             }
             Role::SocketIo => match restored {
-                Some((_, saved)) => {
+                Some((_, _, _, rooms)) => {
                     self.node.metrics.socketio_recoveries.increment(1);
-                    for (room, written) in saved.rooms {
-                        // The client saw exactly this far in the room of its
-                        // offset string; elsewhere, as far as was written.
-                        let since = match &last_seen {
-                            Some((r, seen)) if *r == room && seen.epoch == written.epoch => {
-                                seen.clone()
-                            }
-                            _ => written,
-                        };
+                    for (room, since) in rooms {
                         client.join(room, Some(since), 0).await;
                     }
                 }
@@ -981,6 +1017,29 @@ impl Session {
         }
         self.namespaces.insert(nsp, Namespace { client, pid });
         self.node.metrics.socketio_sockets.inc();
+    }
+
+    /// Whether every room can give back what was missed since these
+    /// positions: rooms without history cannot, nor rooms whose history
+    /// restarted or was trimmed past them. Otherwise the client gets a new
+    /// socket (`recovered` false), as socket.io does.
+    async fn recoverable(&self, rooms: &[(String, StreamPosition)]) -> bool {
+        for (room, since) in rooms {
+            let history = self.node.hub.namespaces().for_room(room).history();
+            if !history.enabled() {
+                return false;
+            }
+            let query = roomcast_adapter::HistoryQuery {
+                since: Some(since.clone()),
+                limit: Some(0),
+                options: history,
+            };
+            match self.node.hub.adapter().history(room, query).await {
+                Ok(h) if h.recovered => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     fn refuse_connect(&mut self, nsp: &str, message: &str) {
@@ -1104,11 +1163,13 @@ impl Session {
                         "publish takes {\"room\":\"…\",\"event\":\"…\",\"data\":…}",
                     );
                 };
-                let event = arg
-                    .get("event")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
+                let event = match arg.get("event") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(e)) => e.clone(),
+                    Some(_) => {
+                        return c.error(reply_id, ErrorCode::BadRequest, "event must be a string")
+                    }
+                };
                 let data = data_of(arg.get("data").unwrap_or(&Value::Null));
                 if !data.binary && data.bytes.len() > self.node.config.max_message_bytes {
                     return c.error(reply_id, ErrorCode::PayloadTooLarge, "data too large");
@@ -1187,6 +1248,7 @@ impl Session {
                     // late), so the timeout falls where the client expects it.
                     let due = self.next_ping.max(now - Duration::from_millis(5));
                     self.ping_sent = Some(due);
+                    self.ping_seq = Some(self.write_seq);
                     self.next_ping = due + self.ping_interval;
                 }
             }
@@ -1276,7 +1338,8 @@ impl Session {
             }
         }
         self.queue.close();
-        if let (Some(keep), true) = (self.node.config.socketio.recovery, why != "disconnected") {
+        let recoverable = why != "disconnected" && self.log_complete;
+        if let (Some(keep), true) = (self.node.config.socketio.recovery, recoverable) {
             // Every end but an explicit disconnect may be recovered from.
             let until = Instant::now() + keep;
             for (nsp, ns) in &self.namespaces {
@@ -1285,7 +1348,19 @@ impl Session {
                     .client
                     .rooms
                     .iter()
-                    .filter_map(|r| Some((r.clone(), ns.client.positions.get(r)?.clone())))
+                    .filter_map(|r| {
+                        let mut p = ns.client.positions.get(r)?.clone();
+                        if let Some(c) = self.confirmed.get(r.as_str()) {
+                            p.offset = p.offset.max(*c);
+                        }
+                        Some((r.clone(), p))
+                    })
+                    .collect();
+                let unconfirmed = self
+                    .log
+                    .iter()
+                    .filter(|(_, room, _)| ns.client.rooms.contains(&**room))
+                    .map(|(_, room, offset)| (room.to_string(), *offset))
                     .collect();
                 self.node.socketio.recovery.save(
                     pid.clone(),
@@ -1294,6 +1369,7 @@ impl Session {
                         nsp: nsp.clone(),
                         grant: ns.client.grant.clone(),
                         rooms,
+                        unconfirmed,
                         until,
                     },
                 );
