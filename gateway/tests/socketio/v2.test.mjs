@@ -71,7 +71,7 @@ describe('socket.io-client 2.x', () => {
       assert.equal(sub.room, room, JSON.stringify(sub));
       assert.equal(typeof sub.epoch, 'string');
       assert.equal(typeof sub.offset, 'number');
-      assert.equal(sub.recovered, false);
+      assert.equal(typeof sub.recovered, 'boolean');
       const got = collect(a, 'news');
       const pub = await ack(b, 'publish', { room, event: 'news', data: { headline: 'v2 works', n: [1, 2] } });
       assert.equal(pub.room, room, JSON.stringify(pub));
