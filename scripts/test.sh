@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# Runs every test of the project. Each stage must pass; a missing tool is a
-# failure, never a skip. `.ci/run` installs the tools on a fresh machine.
+# Runs every test of the project. Each stage must pass. First it installs
+# what the requested stages need and the machine lacks (scripts/setup.sh);
+# what it cannot install is a failure, never a skip.
 #
 #   ./scripts/test.sh            everything
-#   ./scripts/test.sh rust js    only some stages (rust, lint, js, deploy, fuzz, loadtest)
+#   ./scripts/test.sh rust js    only some stages (lint, rust, js, deploy, fuzz, loadtest)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh
 
 stages=("$@")
-[[ ${#stages[@]} -gt 0 ]] || stages=(lint rust js deploy fuzz loadtest)
+[[ ${#stages[@]} -gt 0 ]] || stages=("${SETUP_STAGES[@]}")
+setup_stages "${stages[@]}"
 
 banner() { printf '\n==== %s ====\n' "$*"; }
-need() {
-  for tool in "$@"; do
-    command -v "$tool" >/dev/null || { echo "missing tool: $tool (run .ci/run or install it)" >&2; exit 1; }
-  done
-}
 
 for stage in "${stages[@]}"; do
   case "$stage" in
@@ -26,14 +25,12 @@ for stage in "${stages[@]}"; do
       ;;
     rust)
       banner "Rust tests (unit, integration, adapter conformance, cluster, RFC 6455)"
-      need redis-server
       cargo test --workspace --locked
       ;;
     js)
       banner "browser client: unit tests and end-to-end tests in headless Chromium"
-      need node npm chromium
       cargo build -p roomcast-gateway --locked
-      (cd clients/js && { [[ -d node_modules ]] || npm ci --no-audit --no-fund; } && npm test && ROOMCAST_BIN="$PWD/../../target/debug/roomcast" npm run test:e2e)
+      (cd clients/js && npm test && ROOMCAST_BIN="$PWD/../../target/debug/roomcast" npm run test:e2e)
       ;;
     deploy)
       banner "deployment files and the local cluster topology"

@@ -17,6 +17,10 @@
 //!   probed through its own pub/sub connection and reconnected with
 //!   exponential backoff and jitter; rooms are re-subscribed after a
 //!   reconnect; [`Adapter::health`] is false while any shard is down.
+//! - **Metrics**: publish duration, pub/sub lag, reconnects and dropped
+//!   messages go through the `metrics` facade. Their handles are registered
+//!   by [`RedisAdapter::connect`], so they report to the recorder installed
+//!   (globally, or for the thread) when `connect` is first polled.
 //!
 //! The key layout, channels, scripts and the state of Redis Cluster support
 //! are described in the crate's README.
@@ -147,24 +151,24 @@ impl Inner {
     /// A room envelope arrived on `shard`'s pub/sub connection.
     fn deliver(&self, shard: &Shard, payload: &[u8]) {
         let Some(handler) = self.handler.get() else {
-            self.metrics.dropped.inc();
+            self.metrics.dropped.increment(1);
             return;
         };
         let (room, event, time) = match codec::decode_envelope(Bytes::copy_from_slice(payload)) {
             Ok(decoded) => decoded,
             Err(e) => {
-                self.metrics.dropped.inc();
+                self.metrics.dropped.increment(1);
                 tracing::debug!(error = %e, "dropped a room envelope");
                 return;
             }
         };
         if !shard.rooms.read().contains(&room) {
-            self.metrics.dropped.inc();
+            self.metrics.dropped.increment(1);
             return;
         }
         if time > 0 {
             let lag = (now_unix_micros() - time).max(0) as f64 / 1e6;
-            self.metrics.lag.observe(lag);
+            self.metrics.lag.record(lag);
         }
         handler.on_room_event(&room, event);
     }
@@ -173,11 +177,11 @@ impl Inner {
         match codec::decode_survey(payload) {
             Ok(survey) => {
                 if self.surveys_in.try_send(survey).is_err() {
-                    self.metrics.dropped.inc();
+                    self.metrics.dropped.increment(1);
                 }
             }
             Err(e) => {
-                self.metrics.dropped.inc();
+                self.metrics.dropped.increment(1);
                 tracing::debug!(error = %e, "dropped a survey");
             }
         }
@@ -187,7 +191,7 @@ impl Inner {
         let (id, reply) = match codec::decode_reply(payload) {
             Ok(decoded) => decoded,
             Err(e) => {
-                self.metrics.dropped.inc();
+                self.metrics.dropped.increment(1);
                 tracing::debug!(error = %e, "dropped a survey reply");
                 return;
             }
@@ -197,7 +201,7 @@ impl Inner {
             Some(to) if to.try_send(reply).is_ok() => {}
             // A late reply to a survey that already gave up.
             _ => {
-                self.metrics.dropped.inc();
+                self.metrics.dropped.increment(1);
             }
         }
     }
@@ -315,12 +319,6 @@ impl RedisAdapter {
         Ok(adapter)
     }
 
-    /// Registers the adapter's metrics: publish duration, reconnects,
-    /// dropped messages and pub/sub lag.
-    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.inner.metrics.register(registry);
-    }
-
     /// The configuration in force.
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
@@ -428,7 +426,7 @@ impl Adapter for RedisAdapter {
         inner
             .metrics
             .publish_duration
-            .observe(started.elapsed().as_secs_f64());
+            .record(started.elapsed().as_secs_f64());
         Ok(result)
     }
 

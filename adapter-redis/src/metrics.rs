@@ -1,8 +1,18 @@
-//! The adapter's Prometheus metrics.
+//! The adapter's metrics, emitted through the `metrics` facade to whatever
+//! recorder the process installed (the `roomcast` binary installs the
+//! Prometheus one). Handles are registered once, when the adapter is built;
+//! counters carry their exposition names, `_total` included.
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram};
+
+/// Histogram: time of one publish round trip to Redis.
+const PUBLISH_DURATION: &str = "roomcast_adapter_publish_duration_seconds";
+/// Counter: reconnections of a shard after a loss.
+const RECONNECTS: &str = "roomcast_adapter_reconnects_total";
+/// Counter: messages received from Redis and thrown away.
+const MESSAGES_DROPPED: &str = "roomcast_adapter_messages_dropped_total";
+/// Histogram: from acceptance (the envelope's time) to arrival on this node.
+const PUBSUB_LAG: &str = "roomcast_adapter_pubsub_lag_seconds";
 
 /// Handles to the adapter's metrics; cloning shares them.
 #[derive(Clone)]
@@ -18,36 +28,29 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
+    /// Describes and registers the metrics with the current recorder.
     pub fn new() -> Self {
+        describe_histogram!(
+            PUBLISH_DURATION,
+            "Time to accept one publication in Redis (script round trip)."
+        );
+        describe_counter!(
+            RECONNECTS,
+            "Reconnections to a Redis shard after its connection was lost."
+        );
+        describe_counter!(
+            MESSAGES_DROPPED,
+            "Messages received from Redis and dropped (undecodable, for rooms no longer subscribed, or queues full)."
+        );
+        describe_histogram!(
+            PUBSUB_LAG,
+            "From a publication's acceptance to its arrival on this node through Redis pub/sub."
+        );
         Self {
-            // 100 µs .. ~3.3 s
-            publish_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
-            reconnects: Counter::default(),
-            dropped: Counter::default(),
-            lag: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            publish_duration: histogram!(PUBLISH_DURATION),
+            reconnects: counter!(RECONNECTS),
+            dropped: counter!(MESSAGES_DROPPED),
+            lag: histogram!(PUBSUB_LAG),
         }
-    }
-
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "roomcast_adapter_publish_duration_seconds",
-            "Time to accept one publication in Redis (script round trip)",
-            self.publish_duration.clone(),
-        );
-        registry.register(
-            "roomcast_adapter_reconnects",
-            "Reconnections to a Redis shard after its connection was lost",
-            self.reconnects.clone(),
-        );
-        registry.register(
-            "roomcast_adapter_messages_dropped",
-            "Messages received from Redis and dropped (undecodable, for rooms no longer subscribed, or queues full)",
-            self.dropped.clone(),
-        );
-        registry.register(
-            "roomcast_adapter_pubsub_lag_seconds",
-            "From a publication's acceptance to its arrival on this node through Redis pub/sub",
-            self.lag.clone(),
-        );
     }
 }

@@ -81,7 +81,7 @@ pub(crate) async fn supervise(inner: Arc<Inner>, index: usize) {
         match result {
             Ok(Ok(connected)) => {
                 if failed_before {
-                    inner.metrics.reconnects.inc();
+                    inner.metrics.reconnects.increment(1);
                     tracing::info!(shard = index, url = %shard.url, "Redis shard reconnected");
                 }
                 backoff = min;
@@ -185,7 +185,7 @@ async fn serve(inner: &Arc<Inner>, index: usize, c: Connected) -> String {
                     Incoming::Survey => inner.on_survey(msg.get_payload_bytes()),
                     Incoming::Reply => inner.on_reply(msg.get_payload_bytes()),
                     Incoming::Other => {
-                        inner.metrics.dropped.inc();
+                        inner.metrics.dropped.increment(1);
                     }
                 };
             }

@@ -3,14 +3,17 @@
 //! vanishes without saying goodbye, a second shard).
 
 use bytes::Bytes;
-use prometheus_client::registry::Registry;
+use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 use roomcast_adapter::testing::RecordingHandler;
 use roomcast_adapter::{
     new_epoch, Adapter, AdapterError, HistoryOptions, HistoryQuery, PublishRequest, StreamPosition,
 };
 use roomcast_adapter_redis::testing::{free_port, RedisServer};
 use roomcast_adapter_redis::{RedisAdapter, RedisConfig};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Generous bound for anything that should happen "soon".
@@ -32,13 +35,42 @@ fn config(urls: Vec<String>, name: &str) -> RedisConfig {
 struct Node {
     adapter: Arc<RedisAdapter>,
     handler: Arc<RecordingHandler>,
+    /// This node's own metrics: tests run side by side in one process, so
+    /// each adapter reports to a recorder of its own.
+    metrics: PrometheusHandle,
+}
+
+/// Polls `fut` with `recorder` as the thread's recorder, so the metric
+/// handles the adapter registers while connecting are this recorder's.
+struct WithRecorder<'a, F> {
+    recorder: &'a PrometheusRecorder,
+    fut: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for WithRecorder<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        metrics::with_local_recorder(this.recorder, || this.fut.as_mut().poll(cx))
+    }
 }
 
 async fn node(config: RedisConfig) -> Node {
     let handler = RecordingHandler::new(&config.node_id);
-    let adapter = Arc::new(RedisAdapter::connect(config).await.expect("connects"));
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let connect = WithRecorder {
+        recorder: &recorder,
+        fut: Box::pin(RedisAdapter::connect(config)),
+    };
+    let adapter = Arc::new(connect.await.expect("connects"));
     adapter.start(handler.clone()).await.expect("starts");
-    Node { adapter, handler }
+    Node {
+        adapter,
+        handler,
+        metrics,
+    }
 }
 
 async fn wait_health(node: &Node, want: bool, what: &str) {
@@ -63,14 +95,6 @@ fn publication(room: &str, data: &str) -> PublishRequest {
             ttl: Duration::from_secs(60),
         },
     }
-}
-
-fn metrics_text(adapter: &RedisAdapter) -> String {
-    let mut registry = Registry::default();
-    adapter.register_metrics(&mut registry);
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encodes");
-    out
 }
 
 fn metric_value(text: &str, name: &str) -> f64 {
@@ -159,12 +183,7 @@ async fn redis_killed_and_restarted_empty_means_reconnect_resubscribe_and_a_new_
     assert!(!recovery.recovered, "a position from the lost epoch");
     assert_eq!(recovery.position.epoch, after.epoch);
 
-    assert!(
-        metric_value(
-            &metrics_text(&a.adapter),
-            "roomcast_adapter_reconnects_total"
-        ) >= 1.0
-    );
+    assert!(metric_value(&a.metrics.render(), "roomcast_adapter_reconnects_total") >= 1.0);
     a.adapter.shutdown().await;
     b.adapter.shutdown().await;
 }
@@ -350,7 +369,7 @@ async fn metrics_are_exposed_under_their_documented_names() {
     a.handler
         .wait_for("its own publication", |e| e.iter().any(|(r, _)| *r == room))
         .await;
-    let text = metrics_text(&a.adapter);
+    let text = a.metrics.render();
     assert_eq!(
         metric_value(&text, "roomcast_adapter_publish_duration_seconds_count"),
         1.0

@@ -16,7 +16,7 @@ the custom resources (PodMonitor, PrometheusRule) that no bundled schema knows.
 
 `metrics` checks that every `roomcast_*` series named in the given dashboards
 (JSON) and rule files (YAML) is exported by the gateway: the series names of
-real /metrics scrapes and/or the names registered in metrics.rs files.
+real /metrics scrapes and/or the names described in metrics.rs files.
 """
 
 import argparse
@@ -280,20 +280,25 @@ def exported_from_exposition(text):
 
 
 def exported_from_source(text):
-    """Series names from `register("name", "help", metric)` calls in metrics.rs."""
-    fields = {}
-    for field, ty in re.findall(r"pub\s+(\w+)\s*:\s*(.+),\s*$", text, re.M):
-        fields[field] = ty
+    """Series names from the `describe_counter!` / `describe_gauge!` /
+    `describe_histogram!` calls in a metrics.rs, whose names are string
+    literals or `const NAME: &str = "..."`. Counters are registered under
+    their exposition names (`_total` included), so only histograms gain
+    suffixes."""
+    consts = dict(
+        re.findall(r'const\s+([A-Z][A-Z0-9_]*)\s*:\s*&(?:\'static\s+)?str\s*=\s*"([a-z_:][a-z0-9_:]*)"', text)
+    )
     names = set()
-    for name, field in re.findall(
-        r'register\(\s*"([a-z_:][a-z0-9_:]*)"\s*,\s*"[^"]*"\s*,\s*(?:m|self)\.(\w+)', text
+    for kind, arg in re.findall(
+        r'describe_(counter|gauge|histogram)!\(\s*("[a-z_:][a-z0-9_:]*"|[A-Z][A-Z0-9_]*)', text
     ):
-        ty = fields.get(field, "")
-        kind = "histogram" if "Histogram" in ty else "counter" if "Counter" in ty else "gauge"
-        for s in SUFFIXES[kind]:
+        name = arg.strip('"') if arg.startswith('"') else consts.get(arg)
+        if name is None:
+            raise SystemExit(f"describe_{kind}!({arg}, ...): no `const {arg}: &str` in the metrics source")
+        for s in ["_bucket", "_sum", "_count"] if kind == "histogram" else [""]:
             names.add(name + s)
     if not names:
-        raise SystemExit("no register(...) calls found in metrics source; the parser needs updating")
+        raise SystemExit("no describe_*!(...) calls found in metrics source; the parser needs updating")
     return names
 
 

@@ -250,6 +250,73 @@ pub enum JwtKey {
     PublicKeyPem(Vec<u8>),
 }
 
+/// socket.io compatibility: `[socketio]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// Serve socket.io clients.
+    pub enabled: bool,
+    /// Path on the HTTP listener.
+    pub path: String,
+    /// socket.io namespaces clients may connect to.
+    pub namespaces: Vec<String>,
+    /// Rooms every socket joins when it connects.
+    pub join: Vec<String>,
+    /// Events that publish into a room, `[socketio.events.NAME]`.
+    pub events: BTreeMap<String, EventRoute>,
+    /// Engine.IO heartbeat period; the node's `ping_interval` when unset.
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub ping_interval: Option<Duration>,
+    /// Engine.IO heartbeat timeout; the node's `ping_timeout` when unset.
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub ping_timeout: Option<Duration>,
+    /// Origins allowed to poll (CORS); the node's `allowed_origins` when empty.
+    #[serde(with = "list")]
+    pub cors_origins: Vec<String>,
+    /// Answer CORS with `Access-Control-Allow-Credentials: true`.
+    pub cors_credentials: bool,
+    /// Connection state recovery: how long a disconnected socket's state is
+    /// kept; off when unset.
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Duration>,
+    /// Largest long-polling request body (Engine.IO `maxPayload`).
+    #[serde(with = "size")]
+    pub max_payload: usize,
+    /// Serve the official protocol test suites' server instead (testing only).
+    pub conformance: bool,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/socket.io/".into(),
+            namespaces: vec!["/".into()],
+            join: Vec::new(),
+            events: BTreeMap::new(),
+            ping_interval: None,
+            ping_timeout: None,
+            cors_origins: Vec::new(),
+            cors_credentials: false,
+            recovery: None,
+            max_payload: 1_000_000,
+            conformance: false,
+        }
+    }
+}
+
+/// `[socketio.events.NAME]`: `emit(NAME, data)` publishes `data` to `room`
+/// as the event `as` (NAME when unset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRoute {
+    /// The room.
+    pub room: String,
+    /// The publication's event name.
+    #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+    pub as_event: Option<String>,
+}
+
 /// The node's whole configuration. Field names are the config file's keys;
 /// `docs/configuration.md` lists each with its default, flag and variable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -324,6 +391,8 @@ pub struct Config {
     pub echo: bool,
     /// Namespace options, `[namespaces.NAME]`.
     pub namespaces: Namespaces,
+    /// socket.io compatibility, `[socketio]`.
+    pub socketio: SocketIoConfig,
     /// JWT verification, resolved from `jwt_secret` or `jwt_public_key`.
     #[serde(skip)]
     pub jwt: Option<JwtKey>,
@@ -361,6 +430,7 @@ impl Default for Config {
             demo: false,
             echo: false,
             namespaces: Namespaces::default(),
+            socketio: SocketIoConfig::default(),
             jwt: None,
             grpc_tls: None,
         }
@@ -643,6 +713,15 @@ pub struct Cli {
     /// Serve the raw WebSocket echo endpoint at /echo
     #[arg(long, env = "ROOMCAST_ECHO")]
     pub echo: bool,
+    /// Serve socket.io clients (true or false) [default: true]
+    #[arg(long, env = "ROOMCAST_SOCKETIO", value_name = "BOOL")]
+    pub socketio: Option<String>,
+    /// Path of socket.io on the HTTP listener [default: /socket.io/]
+    #[arg(long, env = "ROOMCAST_SOCKETIO_PATH", value_name = "PATH")]
+    pub socketio_path: Option<String>,
+    /// Be the server of the official Engine.IO and Socket.IO protocol test suites (testing only)
+    #[arg(long, env = "ROOMCAST_SOCKETIO_CONFORMANCE")]
+    pub socketio_conformance: bool,
 }
 
 /// Arguments of [`Cli`] that are not configuration keys.
@@ -652,12 +731,46 @@ const NOT_KEYS: &[&str] = &["config", "print_config"];
 fn key_of_flag(id: &str) -> &str {
     match id {
         "allowed_origin" => "allowed_origins",
+        "socketio" => "socketio.enabled",
+        "socketio_path" => "socketio.path",
+        "socketio_conformance" => "socketio.conformance",
         other => other,
     }
 }
 
 /// Keys whose value is a list (a repeatable flag).
 const LIST_KEYS: &[&str] = &["redis_url", "allowed_origins"];
+
+/// The environment's layer: values under the configuration keys their
+/// variables name (`ROOMCAST_SOCKETIO_PATH` is `socketio.path`).
+#[derive(Debug, Clone, Default)]
+struct Layer(Vec<(String, ::config::Value)>);
+
+impl Layer {
+    fn set(&mut self, key: &str, value: &str) {
+        let origin = Some("the environment".to_owned());
+        let v = if LIST_KEYS.contains(&key) {
+            let items: Vec<::config::Value> = value
+                .split(',')
+                .map(|s| ::config::Value::new(origin.as_ref(), s.trim()))
+                .collect();
+            ::config::Value::new(origin.as_ref(), items)
+        } else {
+            ::config::Value::new(origin.as_ref(), value)
+        };
+        self.0.push((key.to_owned(), v));
+    }
+}
+
+impl ::config::Source for Layer {
+    fn clone_into_box(&self) -> Box<dyn ::config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<::config::Map<String, ::config::Value>, ::config::ConfigError> {
+        Ok(self.0.iter().cloned().collect())
+    }
+}
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -725,7 +838,7 @@ impl Config {
         }
 
         let command = Cli::command();
-        let mut variables = ::config::Map::new();
+        let mut variables = Layer::default();
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
             if NOT_KEYS.contains(&id) {
@@ -736,16 +849,11 @@ impl Config {
             };
             if let Some((_, value)) = env.iter().find(|(k, _)| k == name) {
                 if !value.is_empty() {
-                    variables.insert(name.to_owned(), value.clone());
+                    variables.set(key_of_flag(id), value);
                 }
             }
         }
-        builder = builder.add_source(
-            ::config::Environment::with_prefix("ROOMCAST")
-                .prefix_separator("_")
-                .separator("__")
-                .source(Some(variables)),
-        );
+        builder = builder.add_source(variables);
 
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
@@ -794,6 +902,20 @@ impl Config {
             (None, Some(path)) => Some(read_key("jwt_public_key", path)?),
             (None, None) => None,
         };
+        if !self.socketio.path.ends_with('/') {
+            self.socketio.path.push('/');
+        }
+        if self.socketio.conformance {
+            // What the official protocol test suites expect of their server.
+            self.socketio.enabled = true;
+            self.socketio.namespaces = vec!["/".into(), "/custom".into()];
+            self.socketio.ping_interval = Some(Duration::from_millis(300));
+            self.socketio.ping_timeout = Some(Duration::from_millis(200));
+            self.socketio.max_payload = 1_000_000;
+            self.socketio.recovery = None;
+            self.socketio.join.clear();
+            self.socketio.events.clear();
+        }
         self.grpc_tls = match (&self.grpc_tls_cert, &self.grpc_tls_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             (None, None) => None,
@@ -801,6 +923,44 @@ impl Config {
             (None, Some(_)) => return Err(invalid("grpc_tls_cert", "grpc_tls_key needs it")),
         };
         self.validate()
+    }
+
+    fn validate_socketio(&self) -> Result<(), ConfigError> {
+        let sio = &self.socketio;
+        if !sio.path.starts_with('/') {
+            return Err(invalid("socketio.path", "must start with /"));
+        }
+        for n in &sio.namespaces {
+            if !n.starts_with('/') || n.contains([',', '?']) {
+                return Err(invalid(
+                    "socketio.namespaces",
+                    format!("{n:?}: a namespace starts with / and has no , or ?"),
+                ));
+            }
+        }
+        if sio.namespaces.len() > usize::from(u16::MAX) {
+            return Err(invalid("socketio.namespaces", "too many"));
+        }
+        for room in &sio.join {
+            if !crate::client::valid_room(room) {
+                return Err(invalid(
+                    "socketio.join",
+                    format!("{room:?} is not a room name (1 to 200 bytes of [A-Za-z0-9_.:@/-])"),
+                ));
+            }
+        }
+        for (name, route) in &sio.events {
+            if !crate::client::valid_room(&route.room) {
+                return Err(invalid(
+                    &format!("socketio.events.{name}.room"),
+                    format!("{:?} is not a room name", route.room),
+                ));
+            }
+        }
+        if sio.max_payload == 0 {
+            return Err(invalid("socketio.max_payload", "must be greater than 0"));
+        }
+        Ok(())
     }
 
     fn with_node_id(mut self) -> Self {
@@ -885,6 +1045,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_socketio()?;
         if self.ping_interval.is_zero() {
             return Err(invalid("ping_interval", "must be greater than 0"));
         }
@@ -1302,8 +1463,37 @@ mod tests {
             ..Config::default()
         };
         every.namespaces.set("chat", NamespaceOptions::default());
+        every.socketio.ping_interval = Some(Duration::from_secs(1));
+        every.socketio.ping_timeout = Some(Duration::from_secs(1));
+        every.socketio.recovery = Some(Duration::from_secs(1));
+        every.socketio.events.insert(
+            "NAME".into(),
+            EventRoute {
+                room: "r".into(),
+                as_event: Some("e".into()),
+            },
+        );
         let tree: toml::Table = toml::from_str(&every.to_toml()).expect("prints TOML");
-        for key in tree.keys().filter(|k| *k != "namespaces") {
+        for key in tree
+            .keys()
+            .filter(|k| *k != "namespaces" && *k != "socketio")
+        {
+            assert!(
+                documented(key),
+                "docs/configuration.md lacks the key `{key}`"
+            );
+        }
+        let toml::Value::Table(sio) = &tree["socketio"] else {
+            panic!("socketio is a table")
+        };
+        for key in sio.keys().filter(|k| *k != "events") {
+            let key = format!("socketio.{key}");
+            assert!(
+                documented(&key),
+                "docs/configuration.md lacks the key `{key}`"
+            );
+        }
+        for key in ["socketio.events.NAME.room", "socketio.events.NAME.as"] {
             assert!(
                 documented(key),
                 "docs/configuration.md lacks the key `{key}`"

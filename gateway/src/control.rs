@@ -5,8 +5,7 @@
 // helpers would only be unboxed again at the boundary.
 #![allow(clippy::result_large_err)]
 
-use crate::metrics::GrpcLabels;
-use crate::session::{merge_presence, valid_room};
+use crate::client::{merge_presence, valid_room};
 use crate::Node;
 use roomcast_adapter::{
     AdapterError, HistoryQuery, NodeReply, NodeRequest, PublishRequest as AdapterPublish,
@@ -31,14 +30,10 @@ impl ControlService {
 
     fn count<T>(&self, method: &'static str, r: &Result<T, Status>) {
         let code = match r {
-            Ok(_) => "OK".to_owned(),
-            Err(s) => format!("{:?}", s.code()),
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
         };
-        self.node
-            .metrics
-            .grpc_requests
-            .get_or_create(&GrpcLabels { method, code })
-            .inc();
+        self.node.metrics.grpc_requests.inc(method, code);
     }
 
     async fn publish_one(&self, r: pb::PublishRequest) -> Result<pb::PublishReply, Status> {
@@ -74,11 +69,7 @@ impl ControlService {
             })
             .await
             .map_err(adapter_status)?;
-        self.node
-            .metrics
-            .publications
-            .get_or_create(&crate::metrics::SourceLabel { source: "grpc" })
-            .inc();
+        self.node.metrics.publications.inc("grpc");
         Ok(pb::PublishReply {
             offset: res.offset,
             epoch: res.epoch,

@@ -9,11 +9,11 @@
 //! and when its last one leaves; those calls are serialised per shard so a
 //! quick leave-and-join can never leave the node unsubscribed.
 
+use crate::client::ClientShared;
 use crate::config::{Namespaces, OverflowPolicy};
-use crate::metrics::{Metrics, PolicyLabel};
+use crate::metrics::Metrics;
 use crate::outbound::{Control, Outbound, Pushed};
 use crate::protocol::{ErrorCode, ServerEvent, Subprotocol};
-use crate::session::SessionShared;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use roomcast_adapter::{
@@ -55,16 +55,41 @@ struct Encoded {
     event: RoomEvent,
     json: OnceLock<Bytes>,
     proto: OnceLock<Bytes>,
+    /// socket.io dialects in the default namespace, the common case.
+    socketio: [OnceLock<Bytes>; 2],
+    /// Other socket.io dialects (other namespaces, recovery offsets).
+    other: parking_lot::Mutex<Vec<(Subprotocol, Bytes)>>,
 }
 
 impl Encoded {
-    fn frame(&self, proto: Subprotocol) -> Bytes {
-        let cell = match proto {
+    fn new(room: Arc<str>, event: RoomEvent) -> Self {
+        Self {
+            room,
+            event,
+            json: OnceLock::new(),
+            proto: OnceLock::new(),
+            socketio: Default::default(),
+            other: Default::default(),
+        }
+    }
+
+    fn frame(&self, s: &ClientShared) -> Bytes {
+        let encode = || encode_event(s, &self.room, &self.event);
+        let cell = match s.proto {
             Subprotocol::Json => &self.json,
             Subprotocol::Proto => &self.proto,
+            Subprotocol::SocketIo(d) if d.is_common() => &self.socketio[d.v3 as usize],
+            other => {
+                let mut cache = self.other.lock();
+                if let Some((_, b)) = cache.iter().find(|(p, _)| *p == other) {
+                    return b.clone();
+                }
+                let b = encode();
+                cache.push((other, b.clone()));
+                return b;
+            }
         };
-        cell.get_or_init(|| encode_event(proto, &self.room, &self.event))
-            .clone()
+        cell.get_or_init(encode).clone()
     }
 
     fn offset(&self) -> Option<u64> {
@@ -74,13 +99,13 @@ impl Encoded {
         }
     }
 
-    fn outbound(&self, proto: Subprotocol, policy: OverflowPolicy) -> Outbound {
+    fn outbound(&self, s: &ClientShared, policy: OverflowPolicy) -> Outbound {
         let accepted_us = match &self.event {
             RoomEvent::Publication { publication, .. } => publication.time_unix_micros.max(1),
             RoomEvent::Presence(_) => 0,
         };
         Outbound {
-            frame: self.frame(proto),
+            frame: self.frame(s),
             accepted_us,
             // Only `latest_per_key` looks at keys; skip the refcount otherwise.
             key: (policy == OverflowPolicy::LatestPerKey).then(|| self.room.clone()),
@@ -100,26 +125,26 @@ impl Encoded {
     }
 }
 
-fn encode_event(proto: Subprotocol, room: &str, event: &RoomEvent) -> Bytes {
+fn encode_event(s: &ClientShared, room: &str, event: &RoomEvent) -> Bytes {
     match event {
         RoomEvent::Publication { publication, .. } => {
-            proto.encode(0, &ServerEvent::Message { room, publication })
+            s.encode(0, &ServerEvent::Message { room, publication })
         }
         RoomEvent::Presence(PresenceEvent::Join(client)) => {
-            proto.encode(0, &ServerEvent::Join { room, client })
+            s.encode(0, &ServerEvent::Join { room, client })
         }
         RoomEvent::Presence(PresenceEvent::Leave(client)) => {
-            proto.encode(0, &ServerEvent::Leave { room, client })
+            s.encode(0, &ServerEvent::Leave { room, client })
         }
     }
 }
 
 /// A pending session and the events held for it.
-type Held = (Arc<SessionShared>, Vec<Arc<Encoded>>);
+type Held = (Arc<ClientShared>, Vec<Arc<Encoded>>);
 
 struct Room {
     name: Arc<str>,
-    live: HashMap<u64, Arc<SessionShared>>,
+    live: HashMap<u64, Arc<ClientShared>>,
     /// Sessions whose subscribe is still reading history: events are held
     /// here so they follow the replayed ones, in order.
     pending: parking_lot::Mutex<HashMap<u64, Held>>,
@@ -148,7 +173,7 @@ pub struct Hub {
     namespaces: Namespaces,
     shards: Vec<Shard>,
     hasher: std::collections::hash_map::RandomState,
-    sessions: RwLock<HashMap<u64, Arc<SessionShared>>>,
+    sessions: RwLock<HashMap<u64, Arc<ClientShared>>>,
     started: Instant,
     /// Filled in at start: what the node announces.
     pub(crate) addresses: OnceLock<(String, String)>,
@@ -195,7 +220,7 @@ impl Hub {
     }
 
     /// Registers a new session.
-    pub fn add_session(&self, s: Arc<SessionShared>) {
+    pub fn add_session(&self, s: Arc<ClientShared>) {
         self.sessions.write().insert(s.id, s);
     }
 
@@ -209,7 +234,7 @@ impl Hub {
     /// publications and anything newer, in that order.
     pub async fn subscribe(
         &self,
-        s: &Arc<SessionShared>,
+        s: &Arc<ClientShared>,
         room: &str,
         since: Option<StreamPosition>,
         reply_id: u64,
@@ -271,7 +296,7 @@ impl Hub {
         let Some((_, held)) = entry.pending.lock().remove(&s.id) else {
             return Ok(());
         };
-        let reply = s.proto.encode(
+        let reply = s.encode(
             reply_id,
             &ServerEvent::Subscribed {
                 room,
@@ -281,7 +306,7 @@ impl Hub {
         );
         self.push(s, Outbound::reply(reply), entry.policy);
         for p in &missed {
-            let frame = s.proto.encode(
+            let frame = s.encode(
                 0,
                 &ServerEvent::Message {
                     room,
@@ -301,7 +326,7 @@ impl Hub {
         for e in held {
             let newer = e.offset().is_none_or(|o| o == 0 || o > seen);
             if newer && !e.excludes(&s.client_id) {
-                self.push(s, e.outbound(s.proto, entry.policy), entry.policy);
+                self.push(s, e.outbound(s, entry.policy), entry.policy);
             }
         }
         entry.live.insert(s.id, s.clone());
@@ -327,7 +352,7 @@ impl Hub {
 
     /// Removes a session from a room; returns whether it was there. The
     /// adapter is told when the room has no local subscriber left.
-    pub async fn unsubscribe(&self, s: &SessionShared, room: &str) -> bool {
+    pub async fn unsubscribe(&self, s: &ClientShared, room: &str) -> bool {
         let shard = self.shard(room);
         let emptied = {
             let mut rooms = shard.rooms.write();
@@ -376,7 +401,7 @@ impl Hub {
         }
     }
 
-    fn targets(&self, target: &Target) -> Vec<Arc<SessionShared>> {
+    fn targets(&self, target: &Target) -> Vec<Arc<ClientShared>> {
         self.sessions
             .read()
             .values()
@@ -413,7 +438,7 @@ impl Hub {
     }
 
     /// Every session (for draining).
-    pub fn all_sessions(&self) -> Vec<Arc<SessionShared>> {
+    pub fn all_sessions(&self) -> Vec<Arc<ClientShared>> {
         self.sessions.read().values().cloned().collect()
     }
 }
@@ -424,17 +449,12 @@ impl Handler for Hub {
         let Some(r) = rooms.get(room) else {
             return;
         };
-        let encoded = Arc::new(Encoded {
-            room: r.name.clone(),
-            event,
-            json: OnceLock::new(),
-            proto: OnceLock::new(),
-        });
+        let encoded = Arc::new(Encoded::new(r.name.clone(), event));
         for s in r.live.values() {
             if encoded.excludes(&s.client_id) {
                 continue;
             }
-            self.push(s, encoded.outbound(s.proto, r.policy), r.policy);
+            self.push(s, encoded.outbound(s, r.policy), r.policy);
         }
         let mut pending = r.pending.lock();
         for (_, held) in pending.values_mut() {
@@ -454,7 +474,7 @@ impl Handler for Hub {
                 let sessions = self.targets(target);
                 let n = sessions
                     .iter()
-                    .filter(|s| s.queue.control(Control::Close(*code, reason.clone())))
+                    .filter(|s| s.control(Control::Close(*code, reason.clone())))
                     .count();
                 NodeReply::Affected(n as u64)
             }
@@ -462,7 +482,7 @@ impl Handler for Hub {
                 let n = self
                     .targets(target)
                     .iter()
-                    .filter(|s| s.queue.control(Control::Subscribe(room.clone())))
+                    .filter(|s| s.control(Control::Subscribe(room.clone())))
                     .count();
                 NodeReply::Affected(n as u64)
             }
@@ -470,7 +490,7 @@ impl Handler for Hub {
                 let n = self
                     .targets(target)
                     .iter()
-                    .filter(|s| s.queue.control(Control::Unsubscribe(room.clone())))
+                    .filter(|s| s.control(Control::Unsubscribe(room.clone())))
                     .count();
                 NodeReply::Affected(n as u64)
             }
@@ -502,7 +522,12 @@ fn policy_name(p: OverflowPolicy) -> &'static str {
 
 impl Hub {
     /// Queues a frame for a session and counts what its policy dropped.
-    fn push(&self, s: &SessionShared, item: Outbound, policy: OverflowPolicy) {
+    fn push(&self, s: &ClientShared, item: Outbound, policy: OverflowPolicy) {
+        // A dialect may have nothing to say (a socket.io reply nobody asked
+        // an acknowledgement for).
+        if item.frame.is_empty() {
+            return;
+        }
         let dropped = match s.queue.push(item, policy) {
             Pushed::QueuedDropping(n) => n as u64,
             Pushed::Replaced => 1,
@@ -510,9 +535,6 @@ impl Hub {
         };
         self.metrics
             .slow_consumer_drops
-            .get_or_create(&PolicyLabel {
-                policy: policy_name(policy),
-            })
-            .inc_by(dropped);
+            .add(policy_name(policy), dropped);
     }
 }

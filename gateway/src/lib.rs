@@ -2,9 +2,11 @@
 //! publications out, and serves the gRPC control plane and metrics.
 //!
 //! `main.rs` turns flags into a [`Config`] and signals into a shutdown
-//! future; [`run`] does everything else.
+//! future, and installs the Prometheus recorder that every crate's metrics
+//! go to; [`run`] does everything else.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -23,6 +25,7 @@ use crate::auth::Authenticator;
 use crate::config::AdapterKind;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use roomcast_adapter::{Adapter, MemoryAdapter};
 use std::future::Future;
@@ -66,12 +69,14 @@ pub struct Node {
     pub hub: Arc<Hub>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Metrics registry for `/metrics`.
-    pub registry: prometheus_client::registry::Registry,
+    /// The installed Prometheus recorder, rendered at `/metrics`.
+    pub prometheus: PrometheusHandle,
     /// JWT verification, when auth is on.
     pub auth: Option<Authenticator>,
     /// Sessions open or being opened, for `max_connections`.
     pub open_sessions: AtomicUsize,
+    /// socket.io sessions by id, for polling requests and upgrades.
+    pub socketio: socketio::Registry,
     session_ids: AtomicU64,
     draining: watch::Sender<bool>,
     adapter_up: watch::Receiver<bool>,
@@ -126,10 +131,7 @@ pub fn static_asset(node: &Node, path: &str) -> Option<(&'static str, &'static [
     demo::asset(path)
 }
 
-async fn build_adapter(
-    config: &Config,
-    registry: &mut prometheus_client::registry::Registry,
-) -> Result<Arc<dyn Adapter>, RunError> {
+async fn build_adapter(config: &Config) -> Result<Arc<dyn Adapter>, RunError> {
     match config.adapter {
         AdapterKind::Memory => Ok(Arc::new(MemoryAdapter::new(config.node_id.clone()))),
         AdapterKind::Redis => {
@@ -140,7 +142,6 @@ async fn build_adapter(
             // Starts even when Redis is not there yet: the node stays
             // unready (503 on /readyz) until the adapter connects.
             let adapter = roomcast_adapter_redis::RedisAdapter::connect(redis_config).await?;
-            adapter.register_metrics(registry);
             Ok(Arc::new(adapter))
         }
     }
@@ -169,7 +170,15 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunEr
 /// Runs a node until `shutdown` resolves, then drains: `/readyz` turns 503,
 /// every session is closed with 1001, and the call returns once they are
 /// gone or `drain_timeout` passed.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+///
+/// `prometheus` is the handle of the recorder the caller installed as the
+/// global one (see [`metrics::prometheus_builder`]): the node's and its
+/// adapter's metrics go there, and `/metrics` renders it.
+pub async fn run(
+    config: Config,
+    prometheus: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let http = bind("http", config.listen).await?;
     let grpc = bind("grpc", config.grpc_listen).await?;
     let http_addr = http.local_addr().map_err(|source| RunError::Bind {
@@ -183,9 +192,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         source,
     })?;
 
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(Metrics::new(&mut registry));
-    let adapter = build_adapter(&config, &mut registry).await?;
+    let metrics = Arc::new(Metrics::new());
+    let adapter = build_adapter(&config).await?;
     let auth = config.jwt.as_ref().map(Authenticator::new).transpose()?;
     let hub = Arc::new(Hub::new(
         config.node_id.clone(),
@@ -203,9 +211,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         adapter_up: adapter.health(),
         hub,
         metrics: metrics.clone(),
-        registry,
+        prometheus,
         auth,
         open_sessions: AtomicUsize::new(0),
+        socketio: Default::default(),
         session_ids: AtomicU64::new(1),
         draining,
         connect_budget: Mutex::new((config.connection_rate as f64, Instant::now())),
@@ -219,8 +228,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::spawn(async move {
         loop {
             let up = *health.borrow_and_update();
-            gauges.metrics.adapter_up.set(up as i64);
-            gauges.metrics.ready.set(gauges.is_ready() as i64);
+            gauges.metrics.adapter_up.set(f64::from(u8::from(up)));
+            gauges
+                .metrics
+                .ready
+                .set(f64::from(u8::from(gauges.is_ready())));
             tokio::select! {
                 r = health.changed() => if r.is_err() { return },
                 _ = drain_rx.changed() => {}
@@ -229,6 +241,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The exporter keeps every histogram sample until upkeep folds it into
+    // the buckets; at millions of deliveries per second, waiting for the
+    // next scrape would hold millions of samples, so fold them every second.
+    let upkeep = node.prometheus.clone();
+    let mut upkeep_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => upkeep.run_upkeep(),
+                _ = wait_true(&mut upkeep_stop) => return,
+            }
+        }
+    });
     let http_task = tokio::spawn(server::serve(node.clone(), http, stop_rx.clone()));
     let grpc_task = tokio::spawn(serve_grpc(node.clone(), grpc, stop_rx.clone()));
     tracing::info!(
@@ -266,7 +293,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     shutdown.await;
     tracing::info!("draining: closing sessions with 1001");
     node.draining.send_replace(true);
-    node.metrics.ready.set(0);
+    node.metrics.ready.set(0.0);
     let deadline = Instant::now() + node.config.drain_timeout;
     while node.metrics.connections.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

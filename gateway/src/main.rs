@@ -45,6 +45,15 @@ fn main() -> ExitCode {
         Ok(n) => tracing::debug!(limit = n, "open file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
     }
+    // Only the binary installs a recorder; the node and the adapters emit
+    // through the `metrics` facade, and `/metrics` renders this handle.
+    let prometheus = match gateway::metrics::prometheus_builder().install_recorder() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("roomcast: cannot install the metrics recorder: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(gateway::run(config, shutdown_signal())) {
+    match runtime.block_on(gateway::run(config, prometheus, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("roomcast: {e}");

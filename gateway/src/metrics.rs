@@ -1,76 +1,262 @@
-//! Prometheus metrics of a node. Names follow the contract; counters get
-//! their `_total` suffix from the exposition encoder.
+//! The node's metrics, emitted through the `metrics` facade. Every handle is
+//! registered once, in [`Metrics::new`]; the hot path only increments atomics
+//! (no name lookup, label formatting or allocation per message). Labelled
+//! families whose label values the code knows are registered up front, one
+//! series per value, so they read 0 before their first event.
+//!
+//! Whatever recorder is installed receives them: the `roomcast` binary
+//! installs the Prometheus one ([`prometheus_builder`]) and `/metrics`
+//! renders it. Counters are registered under their exposition names, `_total`
+//! included, since the Prometheus exporter adds no suffix of its own.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram,
+};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-/// A `reason` label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    /// Why.
-    pub reason: &'static str,
+/// Upper bounds of the latency histograms, in seconds: 0.0001 × 2^k for
+/// k = 0..16, so 100 µs up to about 3.3 s.
+pub fn latency_buckets() -> Vec<f64> {
+    (0..16).map(|k| 0.0001 * f64::from(1u32 << k)).collect()
 }
 
-/// A `source` label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabel {
-    /// `grpc` or `client`.
-    pub source: &'static str,
+/// How the `roomcast` binary's Prometheus recorder is built: every histogram
+/// (the node's and its adapter's, all latencies in seconds) gets
+/// [`latency_buckets`], rather than the exporter's default of a summary,
+/// which could not be aggregated across nodes. The caller installs it
+/// (`install_recorder`) and hands the handle to [`crate::run`].
+pub fn prometheus_builder() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets(&latency_buckets())
+        .expect("the bucket list is not empty")
 }
 
-/// A `policy` label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PolicyLabel {
-    /// The overflow policy that dropped.
-    pub policy: &'static str,
+/// Values of `roomcast_disconnects_total{reason}`, one per session close
+/// label (`session.rs`, `FrameError::metric_reason`).
+const DISCONNECT_REASONS: &[&str] = &[
+    "normal",
+    "client_gone",
+    "ping_timeout",
+    "slow_consumer",
+    "protocol_error",
+    "message_too_large",
+    "invalid_utf8",
+    "unsupported_data",
+    "unauthorized",
+    "disconnected",
+    "draining",
+];
+
+/// Values of `roomcast_sessions{protocol,transport}`: every front-end and
+/// the transports it runs over.
+const SESSION_KINDS: &[(&str, &str)] = &[
+    ("roomcast.v1.json", "websocket"),
+    ("roomcast.v1.proto", "websocket"),
+    ("echo", "websocket"),
+    ("socket.io", "websocket"),
+    ("socket.io", "polling"),
+];
+
+/// Values of `roomcast_connections_rejected_total{reason}` (`server.rs`).
+const REJECT_REASONS: &[&str] = &[
+    "bad_handshake",
+    "draining",
+    "origin",
+    "subprotocol",
+    "max_connections",
+    "connection_rate",
+    "unauthorized",
+    "socketio_unknown_transport",
+    "socketio_unknown_sid",
+    "socketio_bad_method",
+    "socketio_bad_request",
+    "socketio_unsupported_version",
+    "socketio_payload_too_large",
+];
+
+/// Values of `roomcast_slow_consumer_drops_total{policy}`: the overflow
+/// policies that drop (`disconnect` closes instead, but is kept for a stable
+/// set of series).
+const DROP_POLICIES: &[&str] = &["disconnect", "drop_oldest", "latest_per_key"];
+
+/// gRPC methods of the `Control` service, whose `code="OK"` series exist
+/// from the start.
+const GRPC_METHODS: &[&str] = &[
+    "Publish",
+    "PublishStream",
+    "Broadcast",
+    "Subscribe",
+    "Unsubscribe",
+    "Disconnect",
+    "Presence",
+    "History",
+    "Rooms",
+    "Info",
+];
+
+/// A gauge whose value the node also reads (for `Info` and the drain), kept
+/// in an atomic beside the recorder's gauge, which cannot be read back.
+pub struct Level {
+    value: AtomicI64,
+    gauge: Gauge,
 }
 
-/// A `code` label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeLabel {
-    /// The error code.
-    pub code: &'static str,
+impl Level {
+    fn new(gauge: Gauge) -> Self {
+        gauge.set(0.0);
+        Self {
+            value: AtomicI64::new(0),
+            gauge,
+        }
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+        self.gauge.increment(1.0);
+    }
+
+    /// Takes one away.
+    pub fn dec(&self) {
+        self.value.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.decrement(1.0);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
 }
 
-/// gRPC method and status labels.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GrpcLabels {
-    /// Method name.
-    pub method: &'static str,
-    /// gRPC status code name.
-    pub code: String,
+/// A counter family with one label, one handle per known label value.
+pub struct ByLabel {
+    name: &'static str,
+    label: &'static str,
+    /// Few enough that a scan of `&'static str` beats hashing.
+    series: Box<[(&'static str, Counter)]>,
 }
+
+impl ByLabel {
+    fn new(name: &'static str, label: &'static str, values: &[&'static str]) -> Self {
+        let series = values
+            .iter()
+            .map(|&v| (v, counter!(name, label => v)))
+            .collect();
+        Self {
+            name,
+            label,
+            series,
+        }
+    }
+
+    /// Adds `n` to the series of `value`.
+    pub fn add(&self, value: &'static str, n: u64) {
+        match self.series.iter().find(|(v, _)| *v == value) {
+            Some((_, c)) => c.increment(n),
+            // A value missing from the list above: still counted, through
+            // the recorder's lookup (slower, but correct).
+            None => counter!(self.name, self.label => value).increment(n),
+        }
+    }
+
+    /// Adds one to the series of `value`.
+    pub fn inc(&self, value: &'static str) {
+        self.add(value, 1);
+    }
+}
+
+/// `roomcast_grpc_requests_total{method,code}`: status codes are open-ended,
+/// so each (method, code) pair is registered the first time it is seen and
+/// its handle kept.
+pub struct GrpcRequests {
+    seen: RwLock<HashMap<(&'static str, tonic::Code), Counter>>,
+}
+
+impl GrpcRequests {
+    fn new() -> Self {
+        let seen = GRPC_METHODS
+            .iter()
+            .map(|&m| ((m, tonic::Code::Ok), Self::register(m, tonic::Code::Ok)))
+            .collect();
+        Self {
+            seen: RwLock::new(seen),
+        }
+    }
+
+    fn register(method: &'static str, code: tonic::Code) -> Counter {
+        // The label spells `Ok` as `OK`; the other codes by their names.
+        let code = match code {
+            tonic::Code::Ok => "OK".to_owned(),
+            other => format!("{other:?}"),
+        };
+        counter!(GRPC_REQUESTS, "method" => method, "code" => code)
+    }
+
+    /// Counts one call of `method` that ended with `code`.
+    pub fn inc(&self, method: &'static str, code: tonic::Code) {
+        if let Some(c) = self.seen.read().get(&(method, code)) {
+            c.increment(1);
+            return;
+        }
+        self.seen
+            .write()
+            .entry((method, code))
+            .or_insert_with(|| Self::register(method, code))
+            .increment(1);
+    }
+}
+
+const CONNECTIONS: &str = "roomcast_connections";
+const CONNECTIONS_ACCEPTED: &str = "roomcast_connections_accepted_total";
+const CONNECTIONS_REJECTED: &str = "roomcast_connections_rejected_total";
+const DISCONNECTS: &str = "roomcast_disconnects_total";
+const PING_TIMEOUTS: &str = "roomcast_ping_timeouts_total";
+const SUBSCRIPTIONS: &str = "roomcast_subscriptions";
+const ROOMS: &str = "roomcast_rooms";
+const MESSAGES_SENT: &str = "roomcast_messages_sent_total";
+const MESSAGES_RECEIVED: &str = "roomcast_messages_received_total";
+const PUBLICATIONS: &str = "roomcast_publications_total";
+const SLOW_CONSUMER_DROPS: &str = "roomcast_slow_consumer_drops_total";
+const COMMAND_ERRORS: &str = "roomcast_command_errors_total";
+const ADAPTER_UP: &str = "roomcast_adapter_up";
+const READY: &str = "roomcast_ready";
+const DELIVERY_SECONDS: &str = "roomcast_delivery_seconds";
+const GRPC_REQUESTS: &str = "roomcast_grpc_requests_total";
+const SESSIONS: &str = "roomcast_sessions";
+const SOCKETIO_UPGRADES: &str = "roomcast_socketio_upgrades_total";
+const SOCKETIO_MALFORMED: &str = "roomcast_socketio_malformed_packets_total";
+const SOCKETIO_SOCKETS: &str = "roomcast_socketio_sockets";
 
 /// Every metric of the node.
 pub struct Metrics {
     /// Open WebSocket sessions.
-    pub connections: Gauge,
+    pub connections: Level,
     /// Upgrades accepted.
     pub connections_accepted: Counter,
     /// Upgrades refused before the handshake completed, by reason.
-    pub connections_rejected: Family<ReasonLabel, Counter>,
+    pub connections_rejected: ByLabel,
     /// Closes by reason.
-    pub disconnects: Family<ReasonLabel, Counter>,
+    pub disconnects: ByLabel,
     /// Sessions closed for missing the heartbeat.
     pub ping_timeouts: Counter,
     /// Room subscriptions on this node.
-    pub subscriptions: Gauge,
+    pub subscriptions: Level,
     /// Rooms with at least one local subscriber.
-    pub rooms: Gauge,
+    pub rooms: Level,
     /// Frames delivered to clients.
     pub messages_sent: Counter,
     /// Frames received from clients.
     pub messages_received: Counter,
-    /// Publications accepted, by source.
-    pub publications: Family<SourceLabel, Counter>,
+    /// Publications accepted, by source (`grpc`, `client`).
+    pub publications: ByLabel,
     /// Publications dropped by a slow consumer policy, by policy.
-    pub slow_consumer_drops: Family<PolicyLabel, Counter>,
+    pub slow_consumer_drops: ByLabel,
     /// Errors answered to client commands, by code.
-    pub command_errors: Family<CodeLabel, Counter>,
+    pub command_errors: ByLabel,
     /// 1 when the adapter is healthy.
     pub adapter_up: Gauge,
     /// 1 when the node accepts sessions (ready and not draining).
@@ -78,125 +264,252 @@ pub struct Metrics {
     /// From accepting a publication to writing it to a client.
     pub delivery_seconds: Histogram,
     /// gRPC calls by method and status.
-    pub grpc_requests: Family<GrpcLabels, Counter>,
+    pub grpc_requests: GrpcRequests,
+    /// Open sessions by protocol and transport.
+    pub sessions: Sessions,
+    /// socket.io sessions upgraded from long-polling to WebSocket.
+    pub socketio_upgrades: Counter,
+    /// socket.io sessions closed for a packet that is not Socket.IO.
+    pub socketio_malformed_packets: Counter,
+    /// Open socket.io sockets (one per namespace a client joined).
+    pub socketio_sockets: Level,
+}
+
+/// `roomcast_sessions{protocol,transport}`, one handle per kind.
+pub struct Sessions {
+    series: Box<[(&'static str, &'static str, Gauge)]>,
+}
+
+impl Sessions {
+    fn new() -> Self {
+        let series = SESSION_KINDS
+            .iter()
+            .map(|&(p, t)| {
+                let g = gauge!(SESSIONS, "protocol" => p, "transport" => t);
+                g.set(0.0);
+                (p, t, g)
+            })
+            .collect();
+        Self { series }
+    }
+
+    fn gauge(&self, protocol: &str, transport: &str) -> Option<&Gauge> {
+        self.series
+            .iter()
+            .find(|(p, t, _)| *p == protocol && *t == transport)
+            .map(|(_, _, g)| g)
+    }
+
+    /// A session of this kind opened.
+    pub fn opened(&self, protocol: &str, transport: &str) {
+        if let Some(g) = self.gauge(protocol, transport) {
+            g.increment(1.0);
+        }
+    }
+
+    /// A session of this kind closed.
+    pub fn closed(&self, protocol: &str, transport: &str) {
+        if let Some(g) = self.gauge(protocol, transport) {
+            g.decrement(1.0);
+        }
+    }
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them.
-    pub fn new(registry: &mut Registry) -> Self {
-        let m = Self {
-            connections: Gauge::default(),
-            connections_accepted: Counter::default(),
-            connections_rejected: Family::default(),
-            disconnects: Family::default(),
-            ping_timeouts: Counter::default(),
-            subscriptions: Gauge::default(),
-            rooms: Gauge::default(),
-            messages_sent: Counter::default(),
-            messages_received: Counter::default(),
-            publications: Family::default(),
-            slow_consumer_drops: Family::default(),
-            command_errors: Family::default(),
-            adapter_up: Gauge::default(),
-            ready: Gauge::default(),
-            delivery_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
-            grpc_requests: Family::default(),
-        };
-        let r = registry;
-        r.register(
-            "roomcast_connections",
-            "Open WebSocket connections on this node",
-            m.connections.clone(),
+    /// Describes the metrics to the installed recorder and registers every
+    /// handle.
+    pub fn new() -> Self {
+        describe_gauge!(CONNECTIONS, "Open WebSocket connections on this node.");
+        describe_counter!(CONNECTIONS_ACCEPTED, "WebSocket upgrades accepted.");
+        describe_counter!(
+            CONNECTIONS_REJECTED,
+            "WebSocket upgrades refused, by reason."
         );
-        r.register(
-            "roomcast_connections_accepted",
-            "WebSocket upgrades accepted",
-            m.connections_accepted.clone(),
+        describe_counter!(DISCONNECTS, "Connections closed, by reason.");
+        describe_counter!(
+            PING_TIMEOUTS,
+            "Connections closed for missing the heartbeat."
         );
-        r.register(
-            "roomcast_connections_rejected",
-            "WebSocket upgrades refused, by reason",
-            m.connections_rejected.clone(),
+        describe_gauge!(SUBSCRIPTIONS, "Room subscriptions on this node.");
+        describe_gauge!(ROOMS, "Rooms with at least one subscriber on this node.");
+        describe_counter!(MESSAGES_SENT, "Frames delivered to clients.");
+        describe_counter!(MESSAGES_RECEIVED, "Frames received from clients.");
+        describe_counter!(PUBLICATIONS, "Publications accepted, by source.");
+        describe_counter!(
+            SLOW_CONSUMER_DROPS,
+            "Queued publications dropped by a slow consumer policy."
         );
-        r.register(
-            "roomcast_disconnects",
-            "Connections closed, by reason",
-            m.disconnects.clone(),
+        describe_counter!(
+            COMMAND_ERRORS,
+            "Errors answered to client commands, by code."
         );
-        r.register(
-            "roomcast_ping_timeouts",
-            "Connections closed for missing the heartbeat",
-            m.ping_timeouts.clone(),
+        describe_gauge!(ADAPTER_UP, "1 when the adapter's connection is healthy.");
+        describe_gauge!(
+            READY,
+            "1 when the node accepts connections (adapter up, not draining)."
         );
-        r.register(
-            "roomcast_subscriptions",
-            "Room subscriptions on this node",
-            m.subscriptions.clone(),
+        describe_histogram!(
+            DELIVERY_SECONDS,
+            "From accepting a publication to writing it to a client."
         );
-        r.register(
-            "roomcast_rooms",
-            "Rooms with at least one subscriber on this node",
-            m.rooms.clone(),
+        describe_counter!(
+            GRPC_REQUESTS,
+            "gRPC control plane calls, by method and status."
         );
-        r.register(
-            "roomcast_messages_sent",
-            "Frames delivered to clients",
-            m.messages_sent.clone(),
+        describe_gauge!(
+            SESSIONS,
+            "Open sessions by protocol (roomcast.v1.json, roomcast.v1.proto, echo, socket.io) and transport (websocket, polling)."
         );
-        r.register(
-            "roomcast_messages_received",
-            "Frames received from clients",
-            m.messages_received.clone(),
+        describe_counter!(
+            SOCKETIO_UPGRADES,
+            "socket.io sessions upgraded from long-polling to WebSocket."
         );
-        r.register(
-            "roomcast_publications",
-            "Publications accepted, by source",
-            m.publications.clone(),
+        describe_counter!(
+            SOCKETIO_MALFORMED,
+            "socket.io sessions closed for a packet that is not Engine.IO or Socket.IO."
         );
-        r.register(
-            "roomcast_slow_consumer_drops",
-            "Queued publications dropped by a slow consumer policy",
-            m.slow_consumer_drops.clone(),
+        describe_gauge!(
+            SOCKETIO_SOCKETS,
+            "Open socket.io sockets (one per namespace a client joined)."
         );
-        r.register(
-            "roomcast_command_errors",
-            "Errors answered to client commands, by code",
-            m.command_errors.clone(),
-        );
-        r.register(
-            "roomcast_adapter_up",
-            "1 when the adapter's connection is healthy",
-            m.adapter_up.clone(),
-        );
-        r.register(
-            "roomcast_ready",
-            "1 when the node accepts connections (adapter up, not draining)",
-            m.ready.clone(),
-        );
-        r.register(
-            "roomcast_delivery_seconds",
-            "From accepting a publication to writing it to a client",
-            m.delivery_seconds.clone(),
-        );
-        r.register(
-            "roomcast_grpc_requests",
-            "gRPC control plane calls, by method and status",
-            m.grpc_requests.clone(),
-        );
-        m
+        let error_codes: Vec<&'static str> = crate::protocol::ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        let adapter_up = gauge!(ADAPTER_UP);
+        let ready = gauge!(READY);
+        adapter_up.set(0.0);
+        ready.set(0.0);
+        Self {
+            connections: Level::new(gauge!(CONNECTIONS)),
+            connections_accepted: counter!(CONNECTIONS_ACCEPTED),
+            connections_rejected: ByLabel::new(CONNECTIONS_REJECTED, "reason", REJECT_REASONS),
+            disconnects: ByLabel::new(DISCONNECTS, "reason", DISCONNECT_REASONS),
+            ping_timeouts: counter!(PING_TIMEOUTS),
+            subscriptions: Level::new(gauge!(SUBSCRIPTIONS)),
+            rooms: Level::new(gauge!(ROOMS)),
+            messages_sent: counter!(MESSAGES_SENT),
+            messages_received: counter!(MESSAGES_RECEIVED),
+            publications: ByLabel::new(PUBLICATIONS, "source", &["grpc", "client"]),
+            slow_consumer_drops: ByLabel::new(SLOW_CONSUMER_DROPS, "policy", DROP_POLICIES),
+            command_errors: ByLabel::new(COMMAND_ERRORS, "code", &error_codes),
+            adapter_up,
+            ready,
+            delivery_seconds: histogram!(DELIVERY_SECONDS),
+            grpc_requests: GrpcRequests::new(),
+            sessions: Sessions::new(),
+            socketio_upgrades: counter!(SOCKETIO_UPGRADES),
+            socketio_malformed_packets: counter!(SOCKETIO_MALFORMED),
+            socketio_sockets: Level::new(gauge!(SOCKETIO_SOCKETS)),
+        }
+    }
+
+    /// Counts an error answered to a client command.
+    pub fn command_error(&self, code: &'static str) {
+        self.command_errors.inc(code);
+    }
+
+    /// Counts an accepted publication (`grpc` or `client`).
+    pub fn publication(&self, source: &'static str) {
+        self.publications.inc(source);
     }
 
     /// Counts a close.
     pub fn disconnect(&self, reason: &'static str) {
-        self.disconnects
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
+        self.disconnects.inc(reason);
     }
 
     /// Counts a refused upgrade.
     pub fn reject(&self, reason: &'static str) {
-        self.connections_rejected
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
+        self.connections_rejected.inc(reason);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_the_documented_exponential_series() {
+        let b = latency_buckets();
+        assert_eq!(b.len(), 16);
+        assert_eq!(b[0], 0.0001);
+        assert_eq!(b[1], 0.0002);
+        assert_eq!(b[15], 3.2768);
+    }
+
+    #[test]
+    fn series_exist_from_the_start_and_count_through_cached_handles() {
+        let recorder = prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        // Values registered late (an unlisted reason, a new gRPC code) go to
+        // the recorder current at that moment, so all of it runs under this one.
+        let m = metrics::with_local_recorder(&recorder, || {
+            let m = Metrics::new();
+            m.connections.inc();
+            m.connections.inc();
+            m.connections.dec();
+            m.disconnect("slow_consumer");
+            m.disconnect("not_in_the_list");
+            m.command_errors.add("too_many_requests", 3);
+            m.grpc_requests.inc("Info", tonic::Code::Ok);
+            m.grpc_requests.inc("Info", tonic::Code::InvalidArgument);
+            m.grpc_requests.inc("Info", tonic::Code::InvalidArgument);
+            m.delivery_seconds.record(0.0003);
+            m
+        });
+        let text = handle.render();
+        let value = |sample: &str| {
+            text.lines()
+                .find_map(|l| {
+                    let (name, v) = l.rsplit_once(' ')?;
+                    (name == sample).then(|| v.parse::<f64>().unwrap())
+                })
+                .unwrap_or_else(|| panic!("{sample} missing from\n{text}"))
+        };
+        assert_eq!(m.connections.get(), 1);
+        assert_eq!(value("roomcast_connections"), 1.0);
+        assert_eq!(value("roomcast_ready"), 0.0);
+        assert_eq!(
+            value("roomcast_disconnects_total{reason=\"slow_consumer\"}"),
+            1.0
+        );
+        assert_eq!(value("roomcast_disconnects_total{reason=\"normal\"}"), 0.0);
+        assert_eq!(
+            value("roomcast_disconnects_total{reason=\"not_in_the_list\"}"),
+            1.0
+        );
+        assert_eq!(
+            value("roomcast_command_errors_total{code=\"too_many_requests\"}"),
+            3.0
+        );
+        assert_eq!(
+            value("roomcast_grpc_requests_total{method=\"Publish\",code=\"OK\"}"),
+            0.0
+        );
+        assert_eq!(
+            value("roomcast_grpc_requests_total{method=\"Info\",code=\"OK\"}"),
+            1.0
+        );
+        assert_eq!(
+            value("roomcast_grpc_requests_total{method=\"Info\",code=\"InvalidArgument\"}"),
+            2.0
+        );
+        assert_eq!(
+            value("roomcast_delivery_seconds_bucket{le=\"0.0004\"}"),
+            1.0
+        );
+        assert_eq!(
+            value("roomcast_delivery_seconds_bucket{le=\"0.0002\"}"),
+            0.0
+        );
+        assert_eq!(value("roomcast_delivery_seconds_count"), 1.0);
+        assert!(text.contains("# HELP roomcast_messages_sent_total Frames delivered to clients."));
     }
 }

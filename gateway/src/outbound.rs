@@ -81,7 +81,9 @@ struct Inner {
     inflight: usize,
     overflowed: bool,
     closed: bool,
-    controls: Vec<Control>,
+    /// Control work with the id of the client it is for (one queue may
+    /// serve several socket.io namespaces of one connection).
+    controls: Vec<(u64, Control)>,
 }
 
 /// The queue.
@@ -176,13 +178,13 @@ impl OutboundQueue {
         true
     }
 
-    /// Queues work for the session task.
-    pub fn control(&self, c: Control) -> bool {
+    /// Queues work for the task that owns client `id`.
+    pub fn control(&self, id: u64, c: Control) -> bool {
         let mut q = self.inner.lock();
         if q.closed {
             return false;
         }
-        q.controls.push(c);
+        q.controls.push((id, c));
         drop(q);
         self.notify.notify_one();
         true
@@ -202,7 +204,7 @@ impl OutboundQueue {
     }
 
     /// Takes pending control work.
-    pub fn take_controls(&self) -> Vec<Control> {
+    pub fn take_controls(&self) -> Vec<(u64, Control)> {
         std::mem::take(&mut self.inner.lock().controls)
     }
 

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
-type Body = Full<Bytes>;
+/// Every response body of the listener.
+pub type Body = Full<Bytes>;
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
@@ -90,6 +91,9 @@ async fn connection(node: Arc<Node>, stream: TcpStream) {
 }
 
 async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    if let Some(role) = socketio_role(&node, req.uri().path()) {
+        return crate::socketio::polling::handle(node, req, role).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
     }
@@ -105,14 +109,10 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             }
         }
         "/metrics" => {
-            let mut out = String::new();
-            if prometheus_client::encoding::text::encode(&mut out, &node.registry).is_err() {
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n");
-            }
-            let mut r = text(StatusCode::OK, out);
+            let mut r = text(StatusCode::OK, node.prometheus.render());
             r.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             r
         }
@@ -134,6 +134,80 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// Takes a slot in the node's connection budget for a new session, or the
+/// refusal (503) when the limit or the connection rate says no.
+pub fn admit(node: &Arc<Node>) -> Result<ConnectionSlot, Box<Response<Body>>> {
+    let max = node.config.max_connections;
+    let open = node.open_sessions.fetch_add(1, Ordering::AcqRel) + 1;
+    let slot = ConnectionSlot(node.clone());
+    if max > 0 && open > max {
+        let mut r = refuse(
+            node,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "max_connections",
+            "node at its connection limit; try another node",
+        );
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        return Err(Box::new(r));
+    }
+    if !node.allow_new_connection() {
+        let mut r = refuse(
+            node,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection_rate",
+            "too many new connections; retry shortly",
+        );
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(Box::new(r));
+    }
+    Ok(slot)
+}
+
+/// The TCP stream under a finished upgrade, and what was read past it.
+pub async fn upgraded_stream(
+    fut: fastwebsockets::upgrade::UpgradeFut,
+) -> Option<(TcpStream, Bytes)> {
+    let ws = match fut.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return None;
+        }
+    };
+    let upgraded = ws.into_inner().into_inner();
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(p) => Some((p.io.into_inner(), p.read_buf)),
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream");
+            None
+        }
+    }
+}
+
+/// Whether a path is socket.io's (or, in conformance mode, the Engine.IO
+/// suite's), and as what.
+fn socketio_role(node: &Node, path: &str) -> Option<crate::socketio::socket::Role> {
+    use crate::socketio::socket::Role;
+    let cfg = &node.config.socketio;
+    if !cfg.enabled {
+        return None;
+    }
+    let under = |base: &str| path == base || Some(path) == base.strip_suffix('/');
+    if under(&cfg.path) {
+        Some(if cfg.conformance {
+            Role::ConformanceSocketIo
+        } else {
+            Role::SocketIo
+        })
+    } else if cfg.conformance && under("/engine.io/") {
+        Some(Role::ConformanceEngineIo)
+    } else {
+        None
+    }
+}
+
 /// A slot in the node's connection budget, given back when dropped.
 pub struct ConnectionSlot(Arc<Node>);
 
@@ -144,13 +218,19 @@ impl Drop for ConnectionSlot {
 }
 
 fn token_param(req: &Request<Incoming>) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|kv| {
+    query_param_token(req.uri().query()?)
+}
+
+/// The `token` parameter of a query string.
+pub fn query_param_token(query: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == "token").then(|| percent_decode(v))
     })
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+` of a query value.
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -230,31 +310,10 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, mode: Mode) -> Response<
             }
         },
     };
-    let max = node.config.max_connections;
-    let open = node.open_sessions.fetch_add(1, Ordering::AcqRel) + 1;
-    let slot = ConnectionSlot(node.clone());
-    if max > 0 && open > max {
-        let mut r = refuse(
-            &node,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "max_connections",
-            "node at its connection limit; try another node",
-        );
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        return r;
-    }
-    if !node.allow_new_connection() {
-        let mut r = refuse(
-            &node,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "connection_rate",
-            "too many new connections; retry shortly",
-        );
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
-    }
+    let slot = match admit(&node) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     let (grant, bad_token) = match (&node.auth, token_param(&req)) {
         (Some(auth), Some(t)) if mode == Mode::Roomcast => match auth.verify(&t) {
             Ok(g) => (Some(g), false),
@@ -276,24 +335,12 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, mode: Mode) -> Response<
     let proto = negotiated.unwrap_or(Subprotocol::Json);
     tokio::spawn(async move {
         let _slot = slot;
-        let ws = match fut.await {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade did not complete");
-                return;
-            }
-        };
-        let upgraded = ws.into_inner().into_inner();
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(p) => p,
-            Err(_) => {
-                tracing::error!("upgraded connection is not a TCP stream");
-                return;
-            }
+        let Some((stream, read_ahead)) = upgraded_stream(fut).await else {
+            return;
         };
         let start = Start {
-            stream: parts.io.into_inner(),
-            read_ahead: parts.read_buf,
+            stream,
+            read_ahead,
             mode,
             proto,
             grant,

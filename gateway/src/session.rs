@@ -8,18 +8,17 @@
 //! behind a backlog, but never inside a frame already half written.
 
 use crate::auth::Grant;
-use crate::config::OverflowPolicy;
-use crate::outbound::{Control, Outbound, OutboundQueue};
+use crate::client::{Client, ClientShared};
+use crate::outbound::Outbound;
 use crate::protocol::{Command, CommandError, CommandKind, ErrorCode, ServerEvent, Subprotocol};
 use crate::ws::frame::{self, FrameReader, Message, OpCode};
 use crate::Node;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use roomcast_adapter::{ClientInfo, NodeReply, NodeRequest, PresenceEvent, PublishRequest};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -33,46 +32,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const READ_MAX: usize = 256 * 1024;
 /// After sending our close frame, how long we wait for the client's.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// What the rest of the node knows about a session.
-pub struct SessionShared {
-    /// Node-local id.
-    pub id: u64,
-    /// Cluster-wide client id.
-    pub client_id: String,
-    user: OnceLock<String>,
-    /// Negotiated subprotocol.
-    pub proto: Subprotocol,
-    /// Outbound frames and control work.
-    pub queue: OutboundQueue,
-}
-
-impl SessionShared {
-    /// A new session.
-    pub fn new(id: u64, proto: Subprotocol, queue_limit: usize) -> Self {
-        Self {
-            id,
-            client_id: uuid::Uuid::new_v4().to_string(),
-            user: OnceLock::new(),
-            proto,
-            queue: OutboundQueue::new(queue_limit),
-        }
-    }
-
-    /// The authenticated user, "" when anonymous.
-    pub fn user(&self) -> &str {
-        self.user.get().map_or("", String::as_str)
-    }
-
-    /// How presence shows this session.
-    pub fn info(&self, node: &str) -> ClientInfo {
-        ClientInfo {
-            client_id: self.client_id.clone(),
-            user: self.user().to_owned(),
-            node: node.to_owned(),
-        }
-    }
-}
 
 /// What the session speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,47 +63,6 @@ impl Close {
     }
 }
 
-/// Checks a room name: 1 to 200 bytes of `[A-Za-z0-9_.:@/-]`.
-pub fn valid_room(room: &str) -> bool {
-    !room.is_empty()
-        && room.len() <= 200
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:@/-".contains(&b))
-}
-
-/// A token bucket: `rate` per second, bursts of `rate`.
-struct RateLimit {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(rate: u32) -> Self {
-        Self {
-            rate: rate as f64,
-            tokens: rate as f64,
-            last: Instant::now(),
-        }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        if self.rate == 0.0 {
-            return true;
-        }
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Everything a session starts with, decided during the HTTP upgrade.
 pub struct Start {
     /// The upgraded connection.
@@ -163,7 +81,8 @@ pub struct Start {
 
 struct Session {
     node: Arc<Node>,
-    shared: Arc<SessionShared>,
+    client: Client,
+    shared: Arc<ClientShared>,
     stream: TcpStream,
     mode: Mode,
     reader: FrameReader,
@@ -176,14 +95,10 @@ struct Session {
     /// Control frames, written before `data` (after a half-written frame).
     ctrl: VecDeque<Bytes>,
     ctrl_written: usize,
-    rooms: HashSet<String>,
-    grant: Option<Grant>,
     connected: bool,
     ping_sent: Option<Instant>,
     next_ping: Instant,
     auth_deadline: Option<Instant>,
-    expires: Option<Instant>,
-    rate: RateLimit,
     /// Sending our close frame; then waiting for the client's.
     closing: Option<Close>,
     client_closed: bool,
@@ -205,7 +120,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
     let rbuf = BytesMut::from(&read_ahead[..]);
     drop(read_ahead);
     let id = node.next_session_id();
-    let shared = Arc::new(SessionShared::new(id, proto, node.config.max_queue_bytes));
+    let shared = Arc::new(ClientShared::new(id, proto, node.config.max_queue_bytes));
     let now = Instant::now();
     let auth_required = node.auth.is_some() && mode == Mode::Roomcast;
     let mut s = Session {
@@ -216,19 +131,16 @@ pub async fn run(node: Arc<Node>, start: Start) {
         data_written: 0,
         ctrl: VecDeque::new(),
         ctrl_written: 0,
-        rooms: HashSet::new(),
         connected: false,
         ping_sent: None,
         next_ping: now + node.config.ping_interval,
         auth_deadline: (auth_required && grant.is_none())
             .then(|| now + node.config.connect_timeout),
-        expires: None,
-        rate: RateLimit::new(node.config.command_rate),
         closing: None,
         client_closed: false,
-        grant: None,
         mode,
         stream,
+        client: Client::new(node.clone(), shared.clone()),
         shared,
         node,
     };
@@ -236,8 +148,12 @@ pub async fn run(node: Arc<Node>, start: Start) {
         s.authenticate(g);
     }
     s.node.metrics.connections.inc();
-    s.node.metrics.connections_accepted.inc();
-    s.node.hub.add_session(s.shared.clone());
+    s.node.metrics.connections_accepted.increment(1);
+    let kind = match s.mode {
+        Mode::Echo => "echo",
+        Mode::Roomcast => proto.name(),
+    };
+    s.node.metrics.sessions.opened(kind, "websocket");
     let label = if bad_token {
         s.begin_close(Close::new(4001, "invalid token", "unauthorized"));
         s.finish().await
@@ -246,24 +162,17 @@ pub async fn run(node: Arc<Node>, start: Start) {
     };
     s.node.metrics.disconnect(label);
     if label == "ping_timeout" {
-        s.node.metrics.ping_timeouts.inc();
+        s.node.metrics.ping_timeouts.increment(1);
     }
     s.cleanup().await;
     s.node.metrics.connections.dec();
+    s.node.metrics.sessions.closed(kind, "websocket");
 }
 
 impl Session {
     fn authenticate(&mut self, g: Grant) {
-        let _ = self.shared.user.set(g.user.clone());
-        self.expires = g.expires_at.map(|exp| {
-            let now_unix = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default();
-            Instant::now() + Duration::from_secs(exp.saturating_sub(now_unix))
-        });
+        self.client.authenticate(g);
         self.auth_deadline = None;
-        self.grant = Some(g);
     }
 
     fn next_deadline(&self) -> Instant {
@@ -271,7 +180,10 @@ impl Session {
             Some(sent) => sent + self.node.config.ping_timeout,
             None => self.next_ping,
         };
-        for t in [self.auth_deadline, self.expires].into_iter().flatten() {
+        for t in [self.auth_deadline, self.client.expires]
+            .into_iter()
+            .flatten()
+        {
             d = d.min(t);
         }
         d
@@ -359,8 +271,10 @@ impl Session {
                 // while the socket is blocked.
                 _ = &mut notified => {
                     notified.set(shared.queue.notified());
-                    for c in self.shared.queue.take_controls() {
-                        self.control(c).await;
+                    for (_, c) in self.shared.queue.take_controls() {
+                        if let Some((code, reason)) = self.client.control(c).await {
+                            self.begin_close(Close::new(code, reason, "disconnected"));
+                        }
                     }
                 }
                 r = std::future::poll_fn(|cx| self.stream.poll_write_ready(cx)), if want_write => {
@@ -375,7 +289,7 @@ impl Session {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
-        if self.expires.is_some_and(|t| now >= t) {
+        if self.client.expires.is_some_and(|t| now >= t) {
             self.begin_close(Close::new(4001, "token expired", "unauthorized"));
         } else if self.auth_deadline.is_some_and(|t| now >= t) {
             self.begin_close(Close::new(
@@ -456,7 +370,7 @@ impl Session {
     }
 
     async fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), Close> {
-        self.node.metrics.messages_received.inc();
+        self.node.metrics.messages_received.increment(1);
         if self.mode == Mode::Echo {
             // Nothing else writes to an echo session: the reply goes straight
             // to the writer, still counted against the session's limit. A
@@ -481,7 +395,7 @@ impl Session {
                 "unsupported_data",
             ));
         }
-        if !self.rate.allow(Instant::now()) {
+        if !self.client.allow_command() {
             let id = proto.decode(&payload).map(|c| c.id).unwrap_or(0);
             self.error(
                 id,
@@ -506,32 +420,8 @@ impl Session {
         }
     }
 
-    fn reply_frame(&mut self, f: Bytes) {
-        self.shared
-            .queue
-            .push(Outbound::reply(f), OverflowPolicy::Disconnect);
-    }
-
-    fn reply(&mut self, id: u64, event: &ServerEvent<'_>) {
-        if id != 0 {
-            let f = self.shared.proto.encode(id, event);
-            self.reply_frame(f);
-        }
-    }
-
     fn error(&mut self, id: u64, code: ErrorCode, message: &str) {
-        self.node
-            .metrics
-            .command_errors
-            .get_or_create(&crate::metrics::CodeLabel {
-                code: code.as_str(),
-            })
-            .inc();
-        let f = self
-            .shared
-            .proto
-            .encode(id, &ServerEvent::Error { code, message });
-        self.reply_frame(f);
+        self.client.error(id, code, message);
     }
 
     async fn command(&mut self, cmd: Command) -> Result<(), Close> {
@@ -543,14 +433,15 @@ impl Session {
                 "unauthorized",
             ));
         }
+        let c = &mut self.client;
         match cmd.kind {
             CommandKind::Connect { token, client: _ } => {
                 if self.connected {
-                    self.error(id, ErrorCode::BadRequest, "already connected");
+                    c.error(id, ErrorCode::BadRequest, "already connected");
                     return Ok(());
                 }
                 if let Some(auth) = &self.node.auth {
-                    if self.grant.is_none() || !token.is_empty() {
+                    if c.grant.is_none() || !token.is_empty() {
                         match auth.verify(&token) {
                             Ok(g) => self.authenticate(g),
                             Err(e) => return Err(Close::new(4001, e.to_string(), "unauthorized")),
@@ -559,211 +450,28 @@ impl Session {
                 }
                 self.connected = true;
                 let ping_interval_ms = self.node.config.ping_interval.as_millis() as u64;
-                let shared = self.shared.clone();
-                let node = self.node.clone();
-                self.reply(
+                self.client.reply(
                     id,
                     &ServerEvent::Connected {
-                        client_id: &shared.client_id,
-                        node: node.hub.node_id(),
+                        client_id: &self.shared.client_id,
+                        node: self.node.hub.node_id(),
                         ping_interval_ms,
                     },
                 );
             }
-            CommandKind::Subscribe { room, since } => {
-                if let Err((code, msg)) = self.check_room(&room, |g, r| g.may_subscribe(r)) {
-                    self.error(id, code, &msg);
-                    return Ok(());
-                }
-                if self.rooms.contains(&room) {
-                    self.error(id, ErrorCode::BadRequest, "already subscribed");
-                    return Ok(());
-                }
-                if self.rooms.len() >= self.node.config.max_rooms_per_session {
-                    let msg = format!(
-                        "at most {} rooms per session",
-                        self.node.config.max_rooms_per_session
-                    );
-                    self.error(id, ErrorCode::TooManyRequests, &msg);
-                    return Ok(());
-                }
-                self.subscribe(room, since, id).await;
-            }
-            CommandKind::Unsubscribe { room } => {
-                if !self.rooms.contains(&room) {
-                    self.error(id, ErrorCode::NotFound, "not subscribed");
-                    return Ok(());
-                }
-                self.unsubscribe(&room).await;
-                self.reply(id, &ServerEvent::Unsubscribed { room: &room });
-            }
+            CommandKind::Subscribe { room, since } => c.subscribe(room, since, id).await,
+            CommandKind::Unsubscribe { room } => c.unsubscribe(&room, id).await,
             CommandKind::Publish { room, event, data } => {
-                if let Err((code, msg)) = self.check_room(&room, |g, r| g.may_publish(r)) {
-                    self.error(id, code, &msg);
-                    return Ok(());
-                }
-                let ns = self.node.hub.namespaces().for_room(&room);
-                if !ns.client_publish {
-                    self.error(
-                        id,
-                        ErrorCode::Forbidden,
-                        "clients may not publish in this namespace",
-                    );
-                    return Ok(());
-                }
-                let request = PublishRequest {
-                    room: room.clone(),
-                    event,
-                    data: data.bytes,
-                    binary: data.binary,
-                    exclude_client_id: String::new(),
-                    idempotency_key: String::new(),
-                    history: ns.history(),
-                };
-                match self.node.hub.adapter().publish(request).await {
-                    Ok(res) => {
-                        self.node
-                            .metrics
-                            .publications
-                            .get_or_create(&crate::metrics::SourceLabel { source: "client" })
-                            .inc();
-                        self.reply(
-                            id,
-                            &ServerEvent::Published {
-                                room: &room,
-                                offset: res.offset,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(room, error = %e, "client publish failed");
-                        self.error(
-                            id,
-                            ErrorCode::Internal,
-                            "publication not accepted: adapter unavailable",
-                        );
-                    }
-                }
+                c.publish(room, event, data, id).await;
             }
-            CommandKind::Presence { room } => {
-                if let Err((code, msg)) = self.check_room(&room, |g, r| g.may_subscribe(r)) {
-                    self.error(id, code, &msg);
-                    return Ok(());
-                }
-                if !self.node.hub.namespaces().for_room(&room).presence {
-                    self.error(
-                        id,
-                        ErrorCode::Forbidden,
-                        "presence is not enabled in this namespace",
-                    );
-                    return Ok(());
-                }
-                match self
-                    .node
-                    .hub
-                    .adapter()
-                    .survey(NodeRequest::Presence { room: room.clone() })
-                    .await
-                {
-                    Ok(replies) => {
-                        let clients = merge_presence(replies);
-                        self.reply(
-                            id,
-                            &ServerEvent::Presence {
-                                room: &room,
-                                clients: &clients,
-                            },
-                        );
-                    }
-                    Err(e) => self.error(
-                        id,
-                        ErrorCode::Internal,
-                        &format!("presence unavailable: {e}"),
-                    ),
-                }
-            }
-            CommandKind::Ping => self.reply(id, &ServerEvent::Pong),
+            CommandKind::Presence { room } => c.presence(room, id).await,
+            CommandKind::Ping => c.reply(id, &ServerEvent::Pong),
             CommandKind::Echo { data } => {
                 // Echo always answers: it is what the command is for.
-                let f = self
-                    .shared
-                    .proto
-                    .encode(id, &ServerEvent::Echo { data: &data });
-                self.reply_frame(f);
+                c.reply_frame(self.shared.encode(id, &ServerEvent::Echo { data: &data }));
             }
         }
         Ok(())
-    }
-
-    fn check_room(
-        &self,
-        room: &str,
-        allowed: impl Fn(&Grant, &str) -> bool,
-    ) -> Result<(), (ErrorCode, String)> {
-        if !valid_room(room) {
-            return Err((
-                ErrorCode::BadRequest,
-                "invalid room name: 1 to 200 bytes of [A-Za-z0-9_.:@/-]".into(),
-            ));
-        }
-        if let Some(g) = &self.grant {
-            if !allowed(g, room) {
-                return Err((ErrorCode::Forbidden, format!("not allowed for room {room}")));
-            }
-        }
-        Ok(())
-    }
-
-    async fn subscribe(
-        &mut self,
-        room: String,
-        since: Option<roomcast_adapter::StreamPosition>,
-        id: u64,
-    ) {
-        let hub = self.node.hub.clone();
-        match hub.subscribe(&self.shared, &room, since, id).await {
-            Ok(()) => {
-                hub.announce(&room, PresenceEvent::Join(self.shared.info(hub.node_id())))
-                    .await;
-                self.rooms.insert(room);
-            }
-            Err(e) => {
-                let code = e.code();
-                self.error(id, code, &e.to_string());
-            }
-        }
-    }
-
-    async fn unsubscribe(&mut self, room: &str) {
-        self.rooms.remove(room);
-        let hub = self.node.hub.clone();
-        if hub.unsubscribe(&self.shared, room).await {
-            hub.announce(room, PresenceEvent::Leave(self.shared.info(hub.node_id())))
-                .await;
-        }
-    }
-
-    async fn control(&mut self, c: Control) {
-        match c {
-            Control::Subscribe(room) => {
-                if !self.rooms.contains(&room) {
-                    self.subscribe(room, None, 0).await;
-                }
-            }
-            Control::Unsubscribe(room) => {
-                if self.rooms.contains(&room) {
-                    self.unsubscribe(&room).await;
-                    let f = self
-                        .shared
-                        .proto
-                        .encode(0, &ServerEvent::Unsubscribed { room: &room });
-                    self.reply_frame(f);
-                }
-            }
-            Control::Close(code, reason) => {
-                self.begin_close(Close::new(code, reason, "disconnected"));
-            }
-        }
     }
 
     fn begin_close(&mut self, close: Close) {
@@ -910,25 +618,17 @@ impl Session {
         }
         self.shared.queue.written(data_bytes);
         if frames > 0 {
-            self.node.metrics.messages_sent.inc_by(frames);
+            self.node.metrics.messages_sent.increment(frames);
         }
         if oldest != i64::MAX {
             let secs = (roomcast_adapter::now_unix_micros() - oldest).max(0) as f64 / 1e6;
-            self.node.metrics.delivery_seconds.observe(secs);
+            self.node.metrics.delivery_seconds.record(secs);
         }
     }
 
     async fn cleanup(&mut self) {
         self.shared.queue.close();
-        let hub = self.node.hub.clone();
-        let rooms: Vec<String> = self.rooms.drain().collect();
-        for room in rooms {
-            if hub.unsubscribe(&self.shared, &room).await {
-                hub.announce(&room, PresenceEvent::Leave(self.shared.info(hub.node_id())))
-                    .await;
-            }
-        }
-        hub.remove_session(self.shared.id);
+        self.client.cleanup().await;
     }
 }
 
@@ -938,34 +638,5 @@ fn accepted(o: &Outbound) -> i64 {
         i64::MAX
     } else {
         o.accepted_us
-    }
-}
-
-/// Flattens every node's presence answer.
-pub fn merge_presence(replies: Vec<NodeReply>) -> Vec<ClientInfo> {
-    let mut clients: Vec<ClientInfo> = replies
-        .into_iter()
-        .flat_map(|r| match r {
-            NodeReply::Presence(c) => c,
-            _ => Vec::new(),
-        })
-        .collect();
-    clients.sort();
-    clients.dedup();
-    clients
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn room_names() {
-        assert!(valid_room("chat.lobby"));
-        assert!(valid_room("a:b@c/d-e_f"));
-        assert!(!valid_room(""));
-        assert!(!valid_room("has space"));
-        assert!(!valid_room(&"x".repeat(201)));
-        assert!(valid_room(&"x".repeat(200)));
     }
 }

@@ -56,6 +56,12 @@ struct Cli {
     /// The roomcast binary (default: next to this executable).
     #[arg(long)]
     roomcast_bin: Option<PathBuf>,
+    /// Another roomcast binary to run every Roomcast run against too, as
+    /// `NAME=PATH` (repeatable); its rows are `roomcast@NAME`, and it gets
+    /// its own ratios against the baselines of the same invocation. For
+    /// before/after comparisons of two builds.
+    #[arg(long = "against-bin", value_name = "NAME=PATH", value_parser = parse_against)]
+    against_bins: Vec<(String, PathBuf)>,
     /// Extra argument passed to every Roomcast node (repeatable).
     #[arg(long = "roomcast-arg", allow_hyphen_values = true)]
     roomcast_args: Vec<String>,
@@ -114,6 +120,15 @@ struct Cli {
     /// Bytes asked of the kernel per read, per connection.
     #[arg(long, default_value_t = 64 * 1024)]
     read_size: usize,
+}
+
+fn parse_against(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected NAME=PATH, got {s:?}")),
+    }
 }
 
 fn main() -> Result<()> {
@@ -252,7 +267,7 @@ async fn run(cli: Cli) -> Result<()> {
     } else {
         sys::cpus() as f64
     };
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         programs,
         spawn: worker::Spawn {
             max_per_worker: cli.max_per_worker,
@@ -293,21 +308,39 @@ async fn run(cli: Cli) -> Result<()> {
     for scenario in &list {
         let sizes = sizes_for(&cli, scenario, smoke);
         for kind in targets_for(&cli, scenario) {
-            match scenarios::run(&ctx, scenario, kind, &sizes).await {
-                Ok(runs) => {
-                    for r in &runs {
-                        say(&ctx.bars, summary(r));
-                        if smoke {
-                            failures.extend(smoke_check(r));
-                        }
-                    }
-                    report.runs.extend(runs);
+            // Roomcast runs once with the main binary, then once per
+            // --against-bin, swapped in for that run.
+            let mut binaries = vec![(kind.name().to_string(), None)];
+            if kind == Kind::Roomcast {
+                binaries.extend(
+                    cli.against_bins
+                        .iter()
+                        .map(|(name, path)| (format!("roomcast@{name}"), Some(path.clone()))),
+                );
+            }
+            for (label, bin) in binaries {
+                let main_bin = bin.map(|b| std::mem::replace(&mut ctx.programs.roomcast, b));
+                let result = scenarios::run(&ctx, scenario, kind, &sizes).await;
+                if let Some(b) = main_bin {
+                    ctx.programs.roomcast = b;
                 }
-                Err(e) => {
-                    let msg = format!("{scenario} against {}: {e:#}", kind.name());
-                    say(&ctx.bars, format!("FAILED {msg}"));
-                    report.warnings.push(format!("run failed: {msg}"));
-                    failures.push(msg);
+                match result {
+                    Ok(mut runs) => {
+                        for r in &mut runs {
+                            r.target.clone_from(&label);
+                            say(&ctx.bars, summary(r));
+                            if smoke {
+                                failures.extend(smoke_check(r));
+                            }
+                        }
+                        report.runs.extend(runs);
+                    }
+                    Err(e) => {
+                        let msg = format!("{scenario} against {label}: {e:#}");
+                        say(&ctx.bars, format!("FAILED {msg}"));
+                        report.warnings.push(format!("run failed: {msg}"));
+                        failures.push(msg);
+                    }
                 }
             }
         }
@@ -390,6 +423,16 @@ fn smoke_check(r: &Run) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn against_bin_takes_name_equals_path() {
+        assert_eq!(
+            parse_against("base=/tmp/roomcast").unwrap(),
+            ("base".to_string(), PathBuf::from("/tmp/roomcast"))
+        );
+        assert!(parse_against("/tmp/roomcast").is_err());
+        assert!(parse_against("=x").is_err());
+    }
 
     #[test]
     fn smoke_fails_on_loss_reordering_and_silence() {

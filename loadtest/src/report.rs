@@ -20,7 +20,8 @@ use crate::hist::Hist;
 pub struct Run {
     /// Scenario name.
     pub scenario: String,
-    /// Target name (`roomcast`, `fws`, `node-ws`, `socket.io`).
+    /// Target name (`roomcast`, `fws`, `node-ws`, `socket.io`; another
+    /// Roomcast build is `roomcast@NAME`).
     pub target: String,
     /// Variant within the scenario (payload size, phase), or empty.
     pub variant: String,
@@ -104,6 +105,8 @@ pub struct Ratio {
     pub variant: String,
     /// Metric compared.
     pub metric: String,
+    /// Which Roomcast (`roomcast`, or `roomcast@NAME` for `--against-bin`).
+    pub target: String,
     /// Baseline name.
     pub baseline: String,
     /// Roomcast's value.
@@ -269,10 +272,11 @@ pub fn table(report: &Report) -> String {
         for r in &report.ratios {
             let _ = writeln!(
                 out,
-                "{:>8} {:>8} {:>18} vs {:<10} {:>10} / {:>10} = {:.2}x",
+                "{:>8} {:>8} {:>18} {:>14} vs {:<10} {:>10} / {:>10} = {:.2}x",
                 r.scenario,
                 r.variant,
                 r.metric,
+                r.target,
                 r.baseline,
                 fmt_num(r.roomcast),
                 fmt_num(r.baseline_value),
@@ -286,16 +290,21 @@ pub fn table(report: &Report) -> String {
     out
 }
 
+/// `roomcast`, or another Roomcast build run with `--against-bin`.
+fn is_roomcast(target: &str) -> bool {
+    target == "roomcast" || target.starts_with("roomcast@")
+}
+
 /// Computes Roomcast/baseline ratios of each scenario's primary metric.
 pub fn ratios(runs: &[Run]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    for rc in runs.iter().filter(|r| r.target == "roomcast") {
+    for rc in runs.iter().filter(|r| is_roomcast(&r.target)) {
         let metric = primary(&rc.scenario);
         let Some(mine) = value(rc, metric) else {
             continue;
         };
         for b in runs.iter().filter(|b| {
-            b.target != "roomcast" && b.scenario == rc.scenario && b.variant == rc.variant
+            !is_roomcast(&b.target) && b.scenario == rc.scenario && b.variant == rc.variant
         }) {
             if let Some(theirs) = value(b, metric) {
                 if theirs > 0.0 {
@@ -303,6 +312,7 @@ pub fn ratios(runs: &[Run]) -> Vec<Ratio> {
                         scenario: rc.scenario.clone(),
                         variant: rc.variant.clone(),
                         metric: metric.to_string(),
+                        target: rc.target.clone(),
                         baseline: b.target.clone(),
                         roomcast: mine,
                         baseline_value: theirs,
@@ -352,15 +362,16 @@ pub fn markdown(report: &Report, plots: &[PathBuf]) -> String {
     if !report.ratios.is_empty() {
         let _ = writeln!(
             out,
-            "\n## Ratios (Roomcast / baseline)\n\n| scenario | variant | metric | baseline | roomcast | baseline value | ratio |\n|---|---|---|---|---|---|---|"
+            "\n## Ratios (Roomcast / baseline)\n\n| scenario | variant | metric | target | baseline | roomcast | baseline value | ratio |\n|---|---|---|---|---|---|---|---|"
         );
         for r in &report.ratios {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {:.2}x |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2}x |",
                 r.scenario,
                 r.variant,
                 r.metric,
+                r.target,
                 r.baseline,
                 fmt_num(r.roomcast),
                 fmt_num(r.baseline_value),
@@ -584,4 +595,34 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     )?;
     std::fs::write(dir.join("report.md"), markdown(report, &plots))?;
     Ok(plots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_roomcast_build_gets_its_own_ratio_against_each_baseline() {
+        let run = |target: &str, v: f64| {
+            let mut r = Run::new("fanout", target, "");
+            r.set("delivered_per_s", v);
+            r
+        };
+        let runs = [
+            run("roomcast", 90.0),
+            run("roomcast@base", 80.0),
+            run("fws", 100.0),
+        ];
+        let got: Vec<(String, String, f64)> = ratios(&runs)
+            .into_iter()
+            .map(|r| (r.target, r.baseline, r.ratio))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("roomcast".to_string(), "fws".to_string(), 0.9),
+                ("roomcast@base".to_string(), "fws".to_string(), 0.8),
+            ]
+        );
+    }
 }

@@ -18,6 +18,10 @@ pub enum Subprotocol {
     Json,
     /// `roomcast.v1.proto`: binary frames of protobuf.
     Proto,
+    /// socket.io: Engine.IO messages carrying Socket.IO packets. Never
+    /// negotiated through `Sec-WebSocket-Protocol`; a dialect of its own so
+    /// the hub encodes each publication once per socket.io flavour too.
+    SocketIo(crate::socketio::Dialect),
 }
 
 impl Subprotocol {
@@ -26,6 +30,7 @@ impl Subprotocol {
         match self {
             Self::Json => "roomcast.v1.json",
             Self::Proto => "roomcast.v1.proto",
+            Self::SocketIo(_) => "socket.io",
         }
     }
 
@@ -54,28 +59,30 @@ impl Subprotocol {
         }
     }
 
-    fn opcode(self) -> OpCode {
-        match self {
-            Self::Json => OpCode::Text,
-            Self::Proto => OpCode::Binary,
-        }
-    }
-
-    /// Decodes one client message of this subprotocol.
+    /// Decodes one client message of this subprotocol (socket.io clients
+    /// speak Socket.IO packets instead, decoded by their front-end).
     pub fn decode(self, payload: &[u8]) -> Result<Command, CommandError> {
         match self {
             Self::Json => json::decode(payload),
             Self::Proto => proto::decode(payload),
+            Self::SocketIo(_) => Err(CommandError::bad_request(0, "not a roomcast.v1 session")),
         }
     }
 
-    /// Encodes a reply or event into a complete server frame.
+    /// Encodes a reply or event into complete server frames.
     pub fn encode(self, id: u64, event: &ServerEvent<'_>) -> Bytes {
-        let body = match self {
-            Self::Json => json::encode(id, event),
-            Self::Proto => proto::encode(id, event),
-        };
-        frame::encode(self.opcode(), &body)
+        self.encode_for("/", id, event)
+    }
+
+    /// Encodes a reply or event for a client in socket.io namespace `nsp`
+    /// (only socket.io frames carry it). May be empty: a socket.io reply
+    /// that no acknowledgement asked for.
+    pub fn encode_for(self, nsp: &str, id: u64, event: &ServerEvent<'_>) -> Bytes {
+        match self {
+            Self::Json => frame::encode(OpCode::Text, &json::encode(id, event)),
+            Self::Proto => frame::encode(OpCode::Binary, &proto::encode(id, event)),
+            Self::SocketIo(d) => crate::socketio::encode_event(d, nsp, id, event),
+        }
     }
 }
 
@@ -103,6 +110,17 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for metrics that have a series per code.
+    pub const ALL: [ErrorCode; 7] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::TooManyRequests,
+        Self::PayloadTooLarge,
+        Self::Internal,
+    ];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

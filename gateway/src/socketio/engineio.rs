@@ -353,7 +353,10 @@ mod tests {
 
     #[test]
     fn v3_payloads_count_utf16_units() {
-        let b = body(Eio::V3, &[Record::Text("4é😀".as_bytes()), Record::Text(b"2")]);
+        let b = body(
+            Eio::V3,
+            &[Record::Text("4é😀".as_bytes()), Record::Text(b"2")],
+        );
         // "4é😀" is 1 + 1 + 2 UTF-16 units.
         assert_eq!(b, "4:4é😀1:2".as_bytes());
         let p = decode_payload(Eio::V3, Bytes::from(b)).unwrap();

@@ -171,65 +171,84 @@ impl Packet {
         })
     }
 
-    /// Replaces the placeholders with the attachments (binary values become
-    /// [`Arg::Binary`] in [`Packet::args`]). `Err` when a placeholder names
-    /// an attachment that does not exist.
+    /// Joins a packet with its attachments. `Err` when a placeholder names
+    /// an attachment that did not come.
     pub fn attach(self, attachments: Vec<Bytes>) -> Result<Event, DecodeError> {
-        let Some(Value::Array(items)) = self.data else {
+        let Some(Value::Array(args)) = self.data else {
             return Err(DecodeError("binary packet without an array"));
         };
-        let args = items
-            .into_iter()
-            .map(|v| to_arg(v, &attachments))
-            .collect::<Result<Vec<_>, _>>()?;
+        fn check(v: &Value, n: usize) -> bool {
+            match v {
+                Value::Array(a) => a.iter().all(|v| check(v, n)),
+                Value::Object(o) => match placeholder(v) {
+                    Some(i) => i < n,
+                    None => o.values().all(|v| check(v, n)),
+                },
+                _ => true,
+            }
+        }
+        if !args.iter().all(|v| check(v, attachments.len())) {
+            return Err(DecodeError("placeholder without attachment"));
+        }
         Ok(Event {
             nsp: self.nsp,
             id: self.id,
             args,
+            attachments,
         })
     }
 
     /// An event or ack without attachments as [`Event`].
     pub fn into_event(self) -> Event {
         let args = match self.data {
-            Some(Value::Array(items)) => items.into_iter().map(Arg::Json).collect(),
+            Some(Value::Array(items)) => items,
             _ => Vec::new(),
         };
         Event {
             nsp: self.nsp,
             id: self.id,
             args,
+            attachments: Vec::new(),
         }
     }
 }
 
-/// One argument of an event or ack.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Arg {
-    /// JSON.
-    Json(Value),
-    /// A binary attachment at the top level of the arguments.
-    Binary(Bytes),
-}
-
-/// An event or acknowledgement with its attachments in place.
+/// An event or acknowledgement with its attachments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Namespace.
     pub nsp: String,
     /// Ack id.
     pub id: Option<u64>,
-    /// Arguments; for an event the first is its name.
-    pub args: Vec<Arg>,
+    /// Arguments; for an event the first is its name. Binary values are
+    /// still placeholders: see [`Event::binary`].
+    pub args: Vec<Value>,
+    /// The binary attachments.
+    pub attachments: Vec<Bytes>,
 }
 
 impl Event {
     /// The event name (the first argument).
     pub fn name(&self) -> Option<&str> {
-        match self.args.first() {
-            Some(Arg::Json(Value::String(s))) => Some(s),
-            _ => None,
-        }
+        self.args.first().and_then(Value::as_str)
+    }
+
+    /// The attachment a value stands for, when it is a placeholder.
+    pub fn binary(&self, v: &Value) -> Option<&Bytes> {
+        placeholder(v).and_then(|n| self.attachments.get(n))
+    }
+
+    /// Arguments from `skip` on, ready to send back: JSON as JSON text,
+    /// top-level binary values as binary.
+    pub fn echo_args(&self, skip: usize) -> Vec<(Option<String>, Option<Bytes>)> {
+        self.args
+            .iter()
+            .skip(skip)
+            .map(|v| match self.binary(v) {
+                Some(b) => (None, Some(b.clone())),
+                None => (Some(v.to_string()), None),
+            })
+            .collect()
     }
 }
 
@@ -239,18 +258,6 @@ fn placeholder(v: &Value) -> Option<usize> {
         return None;
     }
     o.get("num")?.as_u64().map(|n| n as usize)
-}
-
-fn to_arg(v: Value, attachments: &[Bytes]) -> Result<Arg, DecodeError> {
-    if let Some(n) = placeholder(&v) {
-        return attachments
-            .get(n)
-            .cloned()
-            .map(Arg::Binary)
-            .ok_or(DecodeError("placeholder without attachment"));
-    }
-    // Nested binary values are not taken apart: they stay placeholders.
-    Ok(Arg::Json(v))
 }
 
 fn prefix(out: &mut Vec<u8>, kind: Kind, attachments: usize, nsp: &str, id: Option<u64>) {
@@ -381,21 +388,30 @@ mod tests {
         let p = Packet::decode("0/custom").unwrap();
         assert_eq!(p.nsp, "/custom");
         let p = Packet::decode("0/admin?token=abc").unwrap();
-        assert_eq!((p.nsp.as_str(), p.query.as_deref()), ("/admin", Some("token=abc")));
+        assert_eq!(
+            (p.nsp.as_str(), p.query.as_deref()),
+            ("/admin", Some("token=abc"))
+        );
         let p = Packet::decode(r#"2456["message-with-ack",1,"2"]"#).unwrap();
         assert_eq!((p.kind, p.id), (Kind::Event, Some(456)));
         let p = Packet::decode(r#"3/admin,7[{"ok":true}]"#).unwrap();
-        assert_eq!((p.kind, p.nsp.as_str(), p.id), (Kind::Ack, "/admin", Some(7)));
+        assert_eq!(
+            (p.kind, p.nsp.as_str(), p.id),
+            (Kind::Ack, "/admin", Some(7))
+        );
         let p = Packet::decode(
             r#"52-789["m",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
         )
         .unwrap();
-        assert_eq!((p.kind, p.attachments, p.id), (Kind::BinaryEvent, 2, Some(789)));
+        assert_eq!(
+            (p.kind, p.attachments, p.id),
+            (Kind::BinaryEvent, 2, Some(789))
+        );
         let e = p
             .attach(vec![Bytes::from_static(&[1]), Bytes::from_static(&[2])])
             .unwrap();
         assert_eq!(e.name(), Some("m"));
-        assert_eq!(e.args[2], Arg::Binary(Bytes::from_static(&[2])));
+        assert_eq!(e.binary(&e.args[2]), Some(&Bytes::from_static(&[2])));
     }
 
     #[test]
@@ -442,7 +458,10 @@ mod tests {
             br#"61-/admin,12[{"_placeholder":true,"num":0}]"#
         );
         assert_eq!(e.attachments, vec![Bytes::from_static(&[1, 2])]);
-        assert_eq!(&connect_ok(Sio::V5, "/", "abc", None)[..], br#"0{"sid":"abc"}"#);
+        assert_eq!(
+            &connect_ok(Sio::V5, "/", "abc", None)[..],
+            br#"0{"sid":"abc"}"#
+        );
         assert_eq!(&connect_ok(Sio::V4, "/chat", "abc", None)[..], b"0/chat,");
         assert_eq!(
             &connect_error(Sio::V5, "/random", "Invalid namespace")[..],

@@ -1,0 +1,1243 @@
+//! One Engine.IO session: a task that outlives its transports.
+//!
+//! Long-polling requests come and go as messages on the session's channel
+//! ([`Input`]); a WebSocket arrives as a stream, either at the start or as
+//! an upgrade (probe `2probe`/`3probe`, then `5`), after which the session
+//! owns it. Whatever the transport, everything sent goes through the
+//! session's [`OutboundQueue`] as WebSocket frames (the hub's shared bytes);
+//! a poll reads the same frames back out as a payload.
+//!
+//! On top runs Socket.IO: each connected namespace is a [`Client`] with its
+//! own socket id, so the hub and the control plane see socket.io sockets
+//! like any other client.
+
+use super::engineio::{self, Eio, Packet as EPacket};
+use super::packet::{self, EncArg, Event, Kind, Packet as SPacket, Sio};
+use super::{engine_frame, frames, polling, Dialect};
+use crate::auth::Grant;
+use crate::client::{Client, ClientShared};
+use crate::config::OverflowPolicy;
+use crate::outbound::{Control, Outbound, OutboundQueue};
+use crate::protocol::{Data, ErrorCode, Subprotocol};
+use crate::server::ConnectionSlot;
+use crate::ws::frame::{self, FrameReader, Message, OpCode};
+use crate::Node;
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use parking_lot::Mutex;
+use roomcast_adapter::StreamPosition;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Most frames written by one vectored write.
+const MAX_IOV: usize = 64;
+/// Before the first namespace connects, in conformance mode (the suites
+/// wait two seconds for the close).
+const CONFORMANCE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What reaches a session from outside its own transport.
+pub enum Input {
+    /// A long-polling GET waiting for a payload.
+    Poll(oneshot::Sender<PollReply>),
+    /// A long-polling POST's body.
+    Post(Bytes, oneshot::Sender<Result<(), &'static str>>),
+    /// A WebSocket for this session (an upgrade).
+    Upgrade(TcpStream, Bytes),
+}
+
+/// The answer to a poll.
+pub enum PollReply {
+    /// 200 with this body.
+    Payload(Vec<u8>),
+    /// 400: the poll is refused (a second one while one waits, after an upgrade).
+    Refused(&'static str),
+}
+
+/// Open sessions by id, for polling requests and upgrades.
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<Arc<str>, mpsc::Sender<Input>>>,
+}
+
+impl Registry {
+    /// The channel of session `sid`.
+    pub fn get(&self, sid: &str) -> Option<mpsc::Sender<Input>> {
+        self.sessions.lock().get(sid).cloned()
+    }
+
+    fn insert(&self, sid: Arc<str>, tx: mpsc::Sender<Input>) {
+        self.sessions.lock().insert(sid, tx);
+    }
+
+    fn remove(&self, sid: &str) {
+        self.sessions.lock().remove(sid);
+    }
+
+    /// Open sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a session serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// socket.io for clients.
+    SocketIo,
+    /// The Socket.IO protocol suite's test server.
+    ConformanceSocketIo,
+    /// The Engine.IO protocol suite's echo server.
+    ConformanceEngineIo,
+}
+
+/// Everything a new session starts with.
+pub struct Start {
+    /// Protocol revision.
+    pub eio: Eio,
+    /// What it serves.
+    pub role: Role,
+    /// The transport it opens on: a WebSocket, or long-polling (`None`).
+    pub websocket: Option<(TcpStream, Bytes)>,
+    /// A grant from the `token` query parameter.
+    pub grant: Option<Grant>,
+    /// Counts against the node's connection limit while the session lives.
+    pub slot: ConnectionSlot,
+}
+
+/// A WebSocket transport.
+struct Ws {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    hint: usize,
+    reader: FrameReader,
+    /// Frames taken from the queue, not yet fully written.
+    out: VecDeque<Outbound>,
+    written: usize,
+}
+
+impl Ws {
+    fn new(stream: TcpStream, read_ahead: Bytes, max: usize) -> Self {
+        Self {
+            stream,
+            rbuf: BytesMut::from(&read_ahead[..]),
+            hint: 0,
+            reader: FrameReader::new(max),
+            out: VecDeque::new(),
+            written: 0,
+        }
+    }
+
+    /// Reads what is there. `Ok(false)` at end of stream.
+    fn read_some(&mut self) -> io::Result<bool> {
+        self.rbuf.reserve(self.hint.clamp(16 * 1024, 256 * 1024));
+        match self.stream.read_buf(&mut self.rbuf).now_or_never() {
+            Some(Ok(0)) => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(e),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Writes what the socket takes; returns the bytes of finished and
+    /// partly written frames, for the queue's accounting.
+    fn write_some(&mut self) -> io::Result<usize> {
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for (i, o) in self.out.iter().take(MAX_IOV).enumerate() {
+            let start = if i == 0 { self.written } else { 0 };
+            iov[n] = IoSlice::new(&o.frame[start..]);
+            n += 1;
+        }
+        let mut left = self.stream.try_write_vectored(&iov[..n])?;
+        let total = left;
+        while left > 0 {
+            let len = self.out[0].frame.len() - self.written;
+            if left < len {
+                self.written += left;
+                break;
+            }
+            left -= len;
+            self.written = 0;
+            self.out.pop_front();
+        }
+        Ok(total)
+    }
+
+    async fn send_now(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.stream.write_all(frame).await
+    }
+}
+
+enum Transport {
+    Polling,
+    WebSocket(Box<Ws>),
+}
+
+/// One connected namespace.
+struct Namespace {
+    client: Client,
+}
+
+struct Session {
+    node: Arc<Node>,
+    sid: Arc<str>,
+    eio: Eio,
+    sio: Sio,
+    role: Role,
+    queue: Arc<OutboundQueue>,
+    transport: Transport,
+    /// A WebSocket being probed for an upgrade.
+    probe: Option<Box<Ws>>,
+    /// Polls are answered with noop from the probe on: data waits for the
+    /// new transport.
+    upgrading: bool,
+    pending_poll: Option<oneshot::Sender<PollReply>>,
+    namespaces: HashMap<String, Namespace>,
+    /// A binary packet still waiting for attachments.
+    partial: Option<(SPacket, Vec<Bytes>)>,
+    query_grant: Option<Grant>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    /// v4: when our ping went out, until its pong.
+    ping_sent: Option<Instant>,
+    /// v4: when the next ping goes out. v3: by when the client must ping.
+    next_ping: Instant,
+    connect_deadline: Option<Instant>,
+    /// The client closed over polling: the next poll gets a noop, then the
+    /// session ends, by this time at the latest.
+    closing_poll: Option<Instant>,
+    /// Why the session ended, once it has.
+    ended: Option<&'static str>,
+}
+
+/// Starts a session and returns its id (the open packet is already queued).
+pub fn start(node: Arc<Node>, start: Start) -> Arc<str> {
+    let sid: Arc<str> = Arc::from(new_id());
+    let (tx, rx) = mpsc::channel(16);
+    node.socketio.insert(sid.clone(), tx);
+    let sio_cfg = &node.config.socketio;
+    let ping_interval = sio_cfg.ping_interval.unwrap_or(node.config.ping_interval);
+    let ping_timeout = sio_cfg.ping_timeout.unwrap_or(node.config.ping_timeout);
+    let queue = Arc::new(OutboundQueue::new(node.config.max_queue_bytes));
+    let now = Instant::now();
+    let connect_timeout = match start.role {
+        Role::ConformanceSocketIo => Some(CONFORMANCE_CONNECT_TIMEOUT),
+        Role::SocketIo => Some(node.config.connect_timeout),
+        Role::ConformanceEngineIo => None,
+    };
+    let max = sio_cfg.max_payload;
+    let transport = match start.websocket {
+        Some((stream, ahead)) => Transport::WebSocket(Box::new(Ws::new(stream, ahead, max))),
+        None => Transport::Polling,
+    };
+    let s = Session {
+        sid: sid.clone(),
+        eio: start.eio,
+        sio: match start.eio {
+            Eio::V3 => Sio::V4,
+            Eio::V4 => Sio::V5,
+        },
+        role: start.role,
+        queue,
+        upgrading: false,
+        probe: None,
+        pending_poll: None,
+        namespaces: HashMap::new(),
+        partial: None,
+        query_grant: start.grant,
+        ping_interval,
+        ping_timeout,
+        ping_sent: None,
+        next_ping: now
+            + match start.eio {
+                Eio::V4 => ping_interval,
+                Eio::V3 => ping_interval + ping_timeout,
+            },
+        connect_deadline: connect_timeout.map(|t| now + t),
+        closing_poll: None,
+        ended: None,
+        transport,
+        node,
+    };
+    let upgrades = matches!(s.transport, Transport::Polling);
+    let open = engineio::open_packet(
+        s.eio,
+        &sid,
+        upgrades,
+        ping_interval.as_millis() as u64,
+        ping_timeout.as_millis() as u64,
+        max,
+    );
+    s.send_engine(&EPacket::Open(open.slice(1..)));
+    let slot = start.slot;
+    tokio::spawn(async move {
+        let _slot = slot;
+        s.run(rx).await;
+    });
+    sid
+}
+
+/// A session id: 20 URL-safe characters, like the reference server's.
+fn new_id() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 15] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Session {
+    fn transport_name(&self) -> &'static str {
+        match self.transport {
+            Transport::Polling => "polling",
+            Transport::WebSocket(_) => "websocket",
+        }
+    }
+
+    /// Queues an Engine.IO packet of our own (never dropped by a policy).
+    fn send_engine(&self, p: &EPacket) {
+        self.queue.push(
+            Outbound::reply(engine_frame(p, self.eio)),
+            OverflowPolicy::Disconnect,
+        );
+    }
+
+    /// Queues frames of our own.
+    fn send_frames(&self, f: Bytes) {
+        self.queue
+            .push(Outbound::reply(f), OverflowPolicy::Disconnect);
+    }
+
+    fn send_packet(&self, p: &packet::Encoded) {
+        self.send_frames(frames(self.eio, p));
+    }
+
+    fn end(&mut self, why: &'static str) {
+        if self.ended.is_none() {
+            self.ended = Some(why);
+        }
+    }
+
+    /// When the heartbeat says the client is gone. A few milliseconds
+    /// early: the timer wheel rounds deadlines up to its next tick, and a
+    /// client that counts `pingInterval + pingTimeout` on its own clock must
+    /// find the session closed by then, not a tick later.
+    fn heartbeat_deadline(&self) -> Instant {
+        const TIMER_SLACK: Duration = Duration::from_millis(3);
+        match (self.eio, self.ping_sent) {
+            (Eio::V4, Some(sent)) => sent + self.ping_timeout - TIMER_SLACK,
+            (Eio::V4, None) => self.next_ping,
+            (Eio::V3, _) => self.next_ping - TIMER_SLACK,
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut d = self.heartbeat_deadline();
+        for t in [self.connect_deadline, self.closing_poll]
+            .into_iter()
+            .flatten()
+        {
+            d = d.min(t);
+        }
+        for ns in self.namespaces.values() {
+            if let Some(e) = ns.client.expires {
+                d = d.min(e);
+            }
+        }
+        d
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        self.node.metrics.connections.inc();
+        self.node.metrics.connections_accepted.increment(1);
+        self.node
+            .metrics
+            .sessions
+            .opened("socket.io", self.transport_name());
+        if self.sio == Sio::V4 && self.role == Role::SocketIo {
+            // Socket.IO v4 servers connect `/` by themselves.
+            self.connect("/".into(), None, None).await;
+        }
+        let mut draining = self.node.draining();
+        let drain = crate::wait_true(&mut draining);
+        tokio::pin!(drain);
+        let mut drained = false;
+        let queue = self.queue.clone();
+        let notified = queue.notified();
+        tokio::pin!(notified);
+        let timer = tokio::time::sleep_until(self.next_deadline());
+        tokio::pin!(timer);
+        self.deliver();
+        if let Transport::WebSocket(ws) = &mut self.transport {
+            if !ws.rbuf.is_empty() {
+                self.on_ws_input().await;
+            }
+        }
+        while self.ended.is_none() {
+            if self.queue.overflowed() {
+                self.end("slow_consumer");
+                break;
+            }
+            self.deliver();
+            if self.ended.is_some() {
+                break;
+            }
+            let deadline = self.next_deadline();
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let want_write =
+                matches!(&self.transport, Transport::WebSocket(ws) if !ws.out.is_empty());
+            let transport = &self.transport;
+            let probe = &self.probe;
+            let pending = &mut self.pending_poll;
+            tokio::select! {
+                biased;
+                _ = &mut drain, if !drained => {
+                    drained = true;
+                    self.end("draining");
+                }
+                r = std::future::poll_fn(|cx| match probe {
+                    Some(p) => p.stream.poll_read_ready(cx),
+                    None => Poll::Pending,
+                }), if probe.is_some() => {
+                    match r {
+                        Ok(()) => self.on_probe_input().await,
+                        Err(_) => self.probe = None,
+                    }
+                }
+                input = rx.recv() => match input {
+                    Some(i) => self.on_input(i).await,
+                    None => self.end("normal"),
+                },
+                r = std::future::poll_fn(|cx| match transport {
+                    Transport::WebSocket(ws) => ws.stream.poll_read_ready(cx),
+                    Transport::Polling => Poll::Pending,
+                }), if matches!(transport, Transport::WebSocket(_)) => {
+                    match r {
+                        Ok(()) => self.on_ws_input().await,
+                        Err(_) => self.end("client_gone"),
+                    }
+                }
+                _ = &mut notified => {
+                    notified.set(queue.notified());
+                    for (id, c) in self.queue.take_controls() {
+                        self.control(id, c).await;
+                    }
+                }
+                r = std::future::poll_fn(|cx| match transport {
+                    Transport::WebSocket(ws) => ws.stream.poll_write_ready(cx),
+                    Transport::Polling => Poll::Pending,
+                }), if want_write => {
+                    if r.is_err() {
+                        self.end("client_gone");
+                    }
+                }
+                _ = async { pending.as_mut().expect("guarded").closed().await }, if pending.is_some() => {
+                    // The client gave up its poll: the reference server
+                    // closes the session, and so do we.
+                    self.pending_poll = None;
+                    self.end("client_gone");
+                }
+                _ = &mut timer => self.on_timer(),
+            }
+        }
+        self.finish(rx).await;
+    }
+
+    /// Moves queued frames to the transport: writes them on a WebSocket,
+    /// answers a waiting poll.
+    fn deliver(&mut self) {
+        match &mut self.transport {
+            Transport::WebSocket(ws) => {
+                if ws.out.is_empty() {
+                    self.queue.take(&mut ws.out);
+                }
+                while !ws.out.is_empty() {
+                    let before: usize =
+                        ws.out.iter().map(|o| o.frame.len()).sum::<usize>() - ws.written;
+                    match ws.write_some() {
+                        Ok(n) => {
+                            let after: usize =
+                                ws.out.iter().map(|o| o.frame.len()).sum::<usize>() - ws.written;
+                            debug_assert_eq!(before - after, n);
+                            self.queue.written(n);
+                            self.node.metrics.messages_sent.increment(1);
+                            if ws.out.is_empty() {
+                                self.queue.take(&mut ws.out);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            self.ended.get_or_insert("client_gone");
+                            break;
+                        }
+                    }
+                }
+            }
+            Transport::Polling => {
+                if self.upgrading || self.pending_poll.is_none() {
+                    return;
+                }
+                let mut taken = VecDeque::new();
+                self.queue.take(&mut taken);
+                if taken.is_empty() {
+                    return;
+                }
+                let (body, bytes) = polling::payload(self.eio, &taken);
+                self.queue.written(bytes);
+                self.node.metrics.messages_sent.increment(1);
+                if let Some(tx) = self.pending_poll.take() {
+                    let _ = tx.send(PollReply::Payload(body));
+                }
+            }
+        }
+    }
+
+    async fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Poll(tx) => {
+                if self.probe.is_some() {
+                    // The probe's `5` may be waiting in its socket: a poll
+                    // after the upgrade is refused, one before gets a noop.
+                    self.on_probe_input().await;
+                }
+                if !matches!(self.transport, Transport::Polling) {
+                    let _ = tx.send(PollReply::Refused("the session was upgraded"));
+                    return;
+                }
+                if let Some(waiting) = self.pending_poll.take() {
+                    // Two polls at once: the reference server ends the
+                    // session, answering the first with a close packet.
+                    let _ = waiting.send(PollReply::Payload(close_payload(self.eio)));
+                    let _ = tx.send(PollReply::Refused("overlapping polls"));
+                    self.end("protocol_error");
+                    return;
+                }
+                if self.upgrading || self.closing_poll.is_some() {
+                    let _ = tx.send(PollReply::Payload(noop_payload(self.eio)));
+                    if self.closing_poll.is_some() {
+                        self.end("normal");
+                    }
+                    return;
+                }
+                self.pending_poll = Some(tx);
+            }
+            Input::Post(body, tx) => {
+                if !matches!(self.transport, Transport::Polling) {
+                    let _ = tx.send(Err("the session was upgraded"));
+                    return;
+                }
+                match engineio::decode_payload(self.eio, body) {
+                    Ok(packets) => {
+                        let _ = tx.send(Ok(()));
+                        for p in packets {
+                            self.on_engine_packet(p).await;
+                            if self.ended.is_some() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tx.send(Err("invalid payload"));
+                        self.malformed();
+                    }
+                }
+            }
+            Input::Upgrade(stream, ahead) => {
+                if self.probe.is_some() || !matches!(self.transport, Transport::Polling) {
+                    // One upgrade per session: the newcomer is closed.
+                    let mut ws = Ws::new(stream, ahead, 0);
+                    let _ = ws
+                        .send_now(&frame::encode_close(1008, "already upgraded"))
+                        .await;
+                    return;
+                }
+                let max = self.node.config.socketio.max_payload;
+                self.probe = Some(Box::new(Ws::new(stream, ahead, max)));
+                if self.probe.as_ref().is_some_and(|p| !p.rbuf.is_empty()) {
+                    self.on_probe_input().await;
+                }
+            }
+        }
+    }
+
+    /// Reads the WebSocket transport and handles every complete message.
+    async fn on_ws_input(&mut self) {
+        let Transport::WebSocket(ws) = &mut self.transport else {
+            return;
+        };
+        match ws.read_some() {
+            Ok(true) => {}
+            Ok(false) => return self.end("client_gone"),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return self.end("client_gone"),
+        }
+        loop {
+            let Transport::WebSocket(ws) = &mut self.transport else {
+                return;
+            };
+            let msg = match ws.reader.next(&mut ws.rbuf, &mut ws.hint) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = ws
+                        .send_now(&frame::encode_close(e.close_code(), &e.to_string()))
+                        .await;
+                    return self.end(e.metric_reason());
+                }
+            };
+            let packet = match msg {
+                Message::Text(t) => EPacket::decode_text(t),
+                Message::Binary(b) => EPacket::decode_binary(self.eio, b),
+                Message::Ping(p) => {
+                    self.send_frames(frame::encode(OpCode::Pong, &p));
+                    continue;
+                }
+                Message::Pong(_) => continue,
+                Message::Close(_) => {
+                    let _ = ws.send_now(&frame::encode_close(1000, "")).await;
+                    return self.end("normal");
+                }
+            };
+            match packet {
+                Ok(p) => self.on_engine_packet(p).await,
+                Err(_) => {
+                    self.node.metrics.messages_received.increment(1);
+                    return self.end("protocol_error");
+                }
+            }
+            if self.ended.is_some() {
+                return;
+            }
+        }
+        if let Transport::WebSocket(ws) = &mut self.transport {
+            if ws.rbuf.is_empty() {
+                ws.rbuf = BytesMut::new();
+            }
+        }
+    }
+
+    /// The upgrade handshake on the probing WebSocket.
+    async fn on_probe_input(&mut self) {
+        let Some(probe) = self.probe.as_mut() else {
+            return;
+        };
+        match probe.read_some() {
+            Ok(true) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(false) | Err(_) => {
+                self.probe = None;
+                return;
+            }
+        }
+        loop {
+            let Some(probe) = self.probe.as_mut() else {
+                return;
+            };
+            let msg = match probe.reader.next(&mut probe.rbuf, &mut probe.hint) {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(_) => {
+                    self.probe = None;
+                    return;
+                }
+            };
+            let Message::Text(t) = msg else {
+                if matches!(msg, Message::Close(_)) {
+                    self.probe = None;
+                    return;
+                }
+                continue;
+            };
+            match EPacket::decode_text(t) {
+                Ok(EPacket::Ping(d)) if &d[..] == b"probe" => {
+                    let pong = EPacket::Pong(d).ws_payload(self.eio);
+                    if probe
+                        .send_now(&frame::encode(OpCode::Text, &pong))
+                        .await
+                        .is_err()
+                    {
+                        self.probe = None;
+                        return;
+                    }
+                    // The waiting poll ends with a noop; data waits for
+                    // the new transport.
+                    self.upgrading = true;
+                    if let Some(tx) = self.pending_poll.take() {
+                        let _ = tx.send(PollReply::Payload(noop_payload(self.eio)));
+                    }
+                }
+                Ok(EPacket::Upgrade) if self.upgrading => {
+                    let ws = self.probe.take().expect("probing");
+                    if let Some(tx) = self.pending_poll.take() {
+                        let _ = tx.send(PollReply::Payload(noop_payload(self.eio)));
+                    }
+                    self.transport = Transport::WebSocket(ws);
+                    self.upgrading = false;
+                    self.node.metrics.socketio_upgrades.increment(1);
+                    self.node.metrics.sessions.closed("socket.io", "polling");
+                    self.node.metrics.sessions.opened("socket.io", "websocket");
+                    if let Transport::WebSocket(ws) = &self.transport {
+                        if !ws.rbuf.is_empty() {
+                            Box::pin(self.on_ws_input()).await;
+                        }
+                    }
+                    return;
+                }
+                _ => {
+                    self.probe = None;
+                    self.upgrading = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_engine_packet(&mut self, p: EPacket) {
+        self.node.metrics.messages_received.increment(1);
+        match p {
+            EPacket::Ping(d) => {
+                if self.eio == Eio::V3 {
+                    self.next_ping = Instant::now() + self.ping_interval + self.ping_timeout;
+                    self.send_engine(&EPacket::Pong(d));
+                }
+                // v4 clients do not ping; a stray ping is ignored.
+            }
+            EPacket::Pong(_) => self.ping_sent = None,
+            EPacket::Close => {
+                if let Some(tx) = self.pending_poll.take() {
+                    let _ = tx.send(PollReply::Payload(noop_payload(self.eio)));
+                    self.end("normal");
+                } else if matches!(self.transport, Transport::Polling) {
+                    // The client's last poll may still be on its way: it
+                    // gets a noop, then the session ends (or after a while).
+                    self.closing_poll = Some(Instant::now() + self.ping_timeout);
+                } else {
+                    self.end("normal");
+                }
+            }
+            EPacket::Message(m) => {
+                let text = String::from_utf8(m.to_vec()).expect("checked by the decoder");
+                self.on_message_text(text).await;
+            }
+            EPacket::Binary(b) => self.on_message_binary(b).await,
+            EPacket::Open(_) | EPacket::Upgrade | EPacket::Noop => {}
+        }
+    }
+
+    async fn on_message_text(&mut self, text: String) {
+        if self.role == Role::ConformanceEngineIo {
+            self.send_engine(&EPacket::Message(Bytes::from(text)));
+            return;
+        }
+        if self.partial.is_some() {
+            return self.malformed();
+        }
+        let p = match SPacket::decode(&text) {
+            Ok(p) => p,
+            Err(_) => return self.malformed(),
+        };
+        if p.attachments > 0 {
+            self.partial = Some((p, Vec::new()));
+            return;
+        }
+        self.on_packet(p, Vec::new()).await;
+    }
+
+    async fn on_message_binary(&mut self, b: Bytes) {
+        if self.role == Role::ConformanceEngineIo {
+            self.send_engine(&EPacket::Binary(b));
+            return;
+        }
+        let Some((p, mut got)) = self.partial.take() else {
+            return self.malformed();
+        };
+        got.push(b);
+        if got.len() < p.attachments {
+            self.partial = Some((p, got));
+            return;
+        }
+        self.on_packet(p, got).await;
+    }
+
+    /// A packet that is not Socket.IO closes the session, as the reference
+    /// server does; it is counted.
+    fn malformed(&mut self) {
+        self.node.metrics.socketio_malformed_packets.increment(1);
+        self.end("protocol_error");
+    }
+
+    async fn on_packet(&mut self, p: SPacket, attachments: Vec<Bytes>) {
+        match p.kind {
+            Kind::Connect => {
+                let query = p.query.clone();
+                self.connect(p.nsp, p.data, query).await
+            }
+            Kind::Disconnect => {
+                if let Some(mut ns) = self.namespaces.remove(&p.nsp) {
+                    ns.client.cleanup().await;
+                    self.node.metrics.socketio_sockets.dec();
+                }
+            }
+            Kind::Event | Kind::BinaryEvent => {
+                let event = if p.kind == Kind::BinaryEvent {
+                    match p.attach(attachments) {
+                        Ok(e) => e,
+                        Err(_) => return self.malformed(),
+                    }
+                } else {
+                    p.into_event()
+                };
+                if !self.namespaces.contains_key(&event.nsp) {
+                    // Events for a namespace the socket did not join are
+                    // dropped, as the reference server does.
+                    return;
+                }
+                self.on_event(event).await;
+            }
+            // The server asks no acknowledgements.
+            Kind::Ack | Kind::BinaryAck => {}
+            Kind::ConnectError => self.malformed(),
+        }
+    }
+
+    async fn connect(&mut self, nsp: String, auth: Option<Value>, query: Option<String>) {
+        let cfg = &self.node.config.socketio;
+        let Some(index) = cfg.namespaces.iter().position(|n| *n == nsp) else {
+            self.send_frames(frames_text(
+                self.eio,
+                packet::connect_error(self.sio, &nsp, "Invalid namespace"),
+            ));
+            return;
+        };
+        if self.namespaces.contains_key(&nsp) {
+            return;
+        }
+        let mut grant = self.query_grant.clone();
+        let node = self.node.clone();
+        if let Some(authn) = &node.auth {
+            if self.role == Role::SocketIo {
+                let token = auth
+                    .as_ref()
+                    .and_then(|a| a.get("token"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| query.as_deref().and_then(crate::server::query_param_token));
+                match token.map(|t| authn.verify(&t)) {
+                    Some(Ok(g)) => grant = Some(g),
+                    Some(Err(e)) => {
+                        self.refuse_connect(&nsp, &format!("unauthorized: {e}"));
+                        return;
+                    }
+                    None if grant.is_none() => {
+                        self.refuse_connect(&nsp, "unauthorized: a token is required");
+                        return;
+                    }
+                    None => {}
+                }
+            }
+        }
+        let client_id = match self.sio {
+            Sio::V5 => new_id(),
+            // socket.io-client 2.x derives the socket id from the session's.
+            Sio::V4 if nsp == "/" => self.sid.to_string(),
+            Sio::V4 => format!("{nsp}#{}", self.sid),
+        };
+        let dialect = Dialect {
+            v3: self.eio == Eio::V3,
+            nsp: index as u16,
+        };
+        let shared = Arc::new(ClientShared::with_queue(
+            self.node.next_session_id(),
+            client_id.clone(),
+            Subprotocol::SocketIo(dialect),
+            Arc::from(nsp.as_str()),
+            self.queue.clone(),
+        ));
+        let mut client = Client::new(self.node.clone(), shared);
+        if let Some(g) = grant {
+            client.authenticate(g);
+        }
+        self.connect_deadline = None;
+        let ok = packet::connect_ok(self.sio, &nsp, &client_id, None);
+        // v4 announces `/` without a payload: the client already assumes it.
+        self.send_frames(frames_text(self.eio, ok));
+        match self.role {
+            Role::ConformanceSocketIo => {
+                let payload = auth.unwrap_or_else(|| serde_json::json!({})).to_string();
+                self.send_packet(&packet::encode(
+                    Kind::Event,
+                    &nsp,
+                    None,
+                    &[EncArg::Json(b"\"auth\""), EncArg::Json(payload.as_bytes())],
+                ));
+            }
+            Role::SocketIo => {
+                for room in self.node.config.socketio.join.clone() {
+                    client.join(room, None, 0).await;
+                }
+            }
+            Role::ConformanceEngineIo => {}
+        }
+        self.namespaces.insert(nsp, Namespace { client });
+        self.node.metrics.socketio_sockets.inc();
+    }
+
+    fn refuse_connect(&mut self, nsp: &str, message: &str) {
+        self.node
+            .metrics
+            .command_error(ErrorCode::Unauthorized.as_str());
+        self.send_frames(frames_text(
+            self.eio,
+            packet::connect_error(self.sio, nsp, message),
+        ));
+    }
+
+    async fn on_event(&mut self, e: Event) {
+        let reply_id = e.id.map_or(0, |a| a + 1);
+        if self.role == Role::ConformanceSocketIo {
+            let args = e.echo_args(1);
+            let enc: Vec<EncArg<'_>> = args
+                .iter()
+                .map(|(j, b)| match (j, b) {
+                    (Some(j), _) => EncArg::Json(j.as_bytes()),
+                    (None, Some(b)) => EncArg::Binary(b.clone()),
+                    (None, None) => EncArg::Json(b"null"),
+                })
+                .collect();
+            match e.name() {
+                Some("message") => {
+                    let mut all = vec![EncArg::Json(b"\"message-back\"")];
+                    all.extend(enc);
+                    self.send_packet(&packet::encode(Kind::Event, &e.nsp, None, &all));
+                }
+                Some("message-with-ack") if e.id.is_some() => {
+                    self.send_packet(&packet::encode(Kind::Ack, &e.nsp, e.id, &enc));
+                }
+                _ => {}
+            }
+            return;
+        }
+        let routes = &self.node.config.socketio.events;
+        let name = e.name().unwrap_or_default().to_owned();
+        let route = routes.get(&name).cloned();
+        let Some(ns) = self.namespaces.get_mut(&e.nsp) else {
+            return;
+        };
+        let c = &mut ns.client;
+        if !c.allow_command() {
+            return c.error(
+                reply_id,
+                ErrorCode::TooManyRequests,
+                "command rate limit exceeded",
+            );
+        }
+        let arg = e.args.get(1).cloned().unwrap_or(Value::Null);
+        let data_of = |v: &Value| -> Data {
+            match e.binary(v) {
+                Some(b) => Data {
+                    bytes: b.clone(),
+                    binary: true,
+                },
+                None => Data {
+                    bytes: Bytes::from(v.to_string()),
+                    binary: false,
+                },
+            }
+        };
+        if let Some(route) = route {
+            let event = route.as_event.clone().unwrap_or_else(|| name.clone());
+            c.publish_unchecked(route.room.clone(), event, data_of(&arg), reply_id)
+                .await;
+            return;
+        }
+        let room_arg = |v: &Value| -> Option<String> {
+            match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("room").and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            }
+        };
+        match name.as_str() {
+            "subscribe" => {
+                let Some(room) = room_arg(&arg) else {
+                    return c.error(
+                        reply_id,
+                        ErrorCode::BadRequest,
+                        "subscribe takes a room name",
+                    );
+                };
+                let since = match arg.get("since").map(parse_since) {
+                    None => None,
+                    Some(Some(p)) => Some(p),
+                    Some(None) => {
+                        return c.error(
+                            reply_id,
+                            ErrorCode::BadRequest,
+                            "since is {\"epoch\":\"…\",\"offset\":N}",
+                        )
+                    }
+                };
+                c.subscribe(room, since, reply_id).await;
+            }
+            "unsubscribe" => match room_arg(&arg) {
+                Some(room) => c.unsubscribe(&room, reply_id).await,
+                None => c.error(
+                    reply_id,
+                    ErrorCode::BadRequest,
+                    "unsubscribe takes a room name",
+                ),
+            },
+            "presence" => match room_arg(&arg) {
+                Some(room) => c.presence(room, reply_id).await,
+                None => c.error(
+                    reply_id,
+                    ErrorCode::BadRequest,
+                    "presence takes a room name",
+                ),
+            },
+            "publish" => {
+                let Some(room) = arg.get("room").and_then(Value::as_str).map(str::to_owned) else {
+                    return c.error(
+                        reply_id,
+                        ErrorCode::BadRequest,
+                        "publish takes {\"room\":\"…\",\"event\":\"…\",\"data\":…}",
+                    );
+                };
+                let event = arg
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let data = data_of(arg.get("data").unwrap_or(&Value::Null));
+                if !data.binary && data.bytes.len() > self.node.config.max_message_bytes {
+                    return c.error(reply_id, ErrorCode::PayloadTooLarge, "data too large");
+                }
+                c.publish(room, event, data, reply_id).await;
+            }
+            _ => {
+                let message = format!("no handler for the event {name:?}");
+                if reply_id != 0 {
+                    c.error(reply_id, ErrorCode::NotFound, &message);
+                } else {
+                    // Unacknowledged and unrouted: dropped, and counted.
+                    self.node
+                        .metrics
+                        .command_error(ErrorCode::NotFound.as_str());
+                }
+            }
+        }
+    }
+
+    async fn control(&mut self, id: u64, c: Control) {
+        let Some(nsp) = self
+            .namespaces
+            .iter()
+            .find(|(_, ns)| ns.client.shared.id == id)
+            .map(|(n, _)| n.clone())
+        else {
+            return;
+        };
+        let ns = self.namespaces.get_mut(&nsp).expect("found");
+        if let Some((_code, _reason)) = ns.client.control(c).await {
+            // A server-side disconnect of this socket: the client does not
+            // reconnect by itself (socket.io's "io server disconnect").
+            let mut ns = self.namespaces.remove(&nsp).expect("found");
+            ns.client.cleanup().await;
+            self.node.metrics.socketio_sockets.dec();
+            self.send_frames(frames_text(self.eio, packet::disconnect(&nsp)));
+            if self.namespaces.is_empty() {
+                self.end("disconnected");
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.closing_poll.is_some_and(|t| now >= t) {
+            self.end("normal");
+            return;
+        }
+        if self.connect_deadline.is_some_and(|t| now >= t) {
+            self.end("unauthorized");
+            return;
+        }
+        let expired: Vec<String> = self
+            .namespaces
+            .iter()
+            .filter(|(_, ns)| ns.client.expires.is_some_and(|t| now >= t))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !expired.is_empty() {
+            for nsp in &expired {
+                self.send_frames(frames_text(self.eio, packet::disconnect(nsp)));
+            }
+            self.end("unauthorized");
+            return;
+        }
+        match self.eio {
+            Eio::V4 => {
+                if self.ping_sent.is_some() {
+                    if now >= self.heartbeat_deadline() {
+                        self.end("ping_timeout");
+                    }
+                } else if now >= self.next_ping {
+                    self.send_engine(&EPacket::Ping(Bytes::new()));
+                    // Timed from when the ping was due (timers fire a little
+                    // late), so the timeout falls where the client expects it.
+                    let due = self.next_ping.max(now - Duration::from_millis(5));
+                    self.ping_sent = Some(due);
+                    self.next_ping = due + self.ping_interval;
+                }
+            }
+            Eio::V3 => {
+                if now >= self.heartbeat_deadline() {
+                    self.end("ping_timeout");
+                }
+            }
+        }
+    }
+
+    /// Ends the session: sockets leave their rooms, the transport is closed
+    /// (after a close packet where the client should reconnect).
+    async fn finish(mut self, mut rx: mpsc::Receiver<Input>) {
+        let why = self.ended.unwrap_or("normal");
+        tracing::debug!(sid = %self.sid, transport = self.transport_name(), why, "socket.io session ended");
+        self.node.socketio.remove(&self.sid);
+        rx.close();
+        // Requests that raced the end get the answer of an unknown session.
+        while let Ok(i) = rx.try_recv() {
+            match i {
+                Input::Poll(tx) => {
+                    let _ = tx.send(PollReply::Refused("session closed"));
+                }
+                Input::Post(_, tx) => {
+                    let _ = tx.send(Err("session closed"));
+                }
+                Input::Upgrade(..) => {}
+            }
+        }
+        let announce = matches!(
+            why,
+            "draining" | "ping_timeout" | "slow_consumer" | "unauthorized"
+        );
+        if announce && why != "slow_consumer" {
+            self.send_engine(&EPacket::Close);
+        }
+        match &mut self.transport {
+            Transport::WebSocket(ws) => {
+                if why != "slow_consumer" {
+                    let mut rest = VecDeque::new();
+                    self.queue.take(&mut rest);
+                    ws.out.extend(rest);
+                }
+                let code = match why {
+                    "draining" => 1001,
+                    "slow_consumer" => 4008,
+                    "ping_timeout" => 4009,
+                    "unauthorized" => 4001,
+                    _ => 1000,
+                };
+                if why == "slow_consumer" {
+                    let keep = usize::from(ws.written > 0);
+                    ws.out.truncate(keep);
+                }
+                ws.out
+                    .push_back(Outbound::reply(frame::encode_close(code, why)));
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while !ws.out.is_empty() {
+                    match ws.write_some() {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if tokio::time::timeout_at(deadline, ws.stream.writable())
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let _ = ws.stream.shutdown().await;
+            }
+            Transport::Polling => {
+                if let Some(tx) = self.pending_poll.take() {
+                    let mut taken = VecDeque::new();
+                    self.queue.take(&mut taken);
+                    let body = if taken.is_empty() {
+                        close_payload(self.eio)
+                    } else {
+                        polling::payload(self.eio, &taken).0
+                    };
+                    let _ = tx.send(PollReply::Payload(body));
+                }
+            }
+        }
+        self.queue.close();
+        for (_, mut ns) in self.namespaces.drain() {
+            ns.client.cleanup().await;
+            self.node.metrics.socketio_sockets.dec();
+        }
+        self.node.metrics.disconnect(why);
+        if why == "ping_timeout" {
+            self.node.metrics.ping_timeouts.increment(1);
+        }
+        self.node.metrics.connections.dec();
+        self.node
+            .metrics
+            .sessions
+            .closed("socket.io", self.transport_name());
+    }
+}
+
+fn frames_text(eio: Eio, text: Bytes) -> Bytes {
+    frames(
+        eio,
+        &packet::Encoded {
+            text,
+            attachments: Vec::new(),
+        },
+    )
+}
+
+fn noop_payload(eio: Eio) -> Vec<u8> {
+    let mut out = Vec::new();
+    engineio::encode_record(eio, &mut out, true, engineio::Record::Text(b"6"));
+    out
+}
+
+fn close_payload(eio: Eio) -> Vec<u8> {
+    let mut out = Vec::new();
+    engineio::encode_record(eio, &mut out, true, engineio::Record::Text(b"1"));
+    out
+}
+
+fn parse_since(v: &Value) -> Option<StreamPosition> {
+    Some(StreamPosition {
+        epoch: v.get("epoch")?.as_str()?.to_owned(),
+        offset: v.get("offset")?.as_u64()?,
+    })
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Input::Poll(_) => "Poll",
+            Input::Post(..) => "Post",
+            Input::Upgrade(..) => "Upgrade",
+        })
+    }
+}
