@@ -162,22 +162,4 @@ describe('gRPC Control and socket.io clients', () => {
       });
     });
   }
-
-  test('Info counts socket.io sessions as connections', async () => {
-    closeAll();
-    await sleep(300);
-    const before = Number((await gw.control.info({})).nodes[0].connections);
-    const s = [
-      await connected(sio4(gw.url, { transports: ['websocket'] })),
-      await connected(sio4(gw.url, { transports: ['polling'] })),
-      await connected(sio2(gw.url)),
-    ];
-    await until(async () => Number((await gw.control.info({})).nodes[0].connections) === before + 3, {
-      what: 'Info to count three more connections',
-    });
-    for (const x of s) x.disconnect();
-    await until(async () => Number((await gw.control.info({})).nodes[0].connections) === before, {
-      what: 'Info to count them gone',
-    });
-  });
 });
