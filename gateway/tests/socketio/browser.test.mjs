@@ -32,10 +32,19 @@ const CLIENTS = {
   '2.5.0': join(PACKAGE_DIR, 'node_modules/socket.io-client-v2/dist/socket.io.slim.js'),
 };
 
+// socket.io-client 2.x makes its cross-origin polling requests with
+// credentials (XHR withCredentials), so the node must answer them with
+// Access-Control-Allow-Credentials. The chat configuration as the example
+// has it, and the same with `cors_credentials = true` spelled out.
+const CONFIGS = {
+  'the example configuration': CHAT,
+  'cors_credentials = true': CHAT.replace(/^\[socketio\]\n/m, '[socketio]\ncors_credentials = true\n'),
+};
+
 let gw;
 let browser;
 before(async () => {
-  gw = await Gateway.start({ config: CHAT });
+  assert.notEqual(CONFIGS['cors_credentials = true'], CHAT);
   browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: ARGS });
 });
 after(async () => {
@@ -73,8 +82,10 @@ async function chatters() {
 const shown = (page) => page.$$eval('#content-wrap p', (ps) => ps.map((p) => p.textContent));
 
 describe('the classic chat page in Chromium', () => {
-  for (const [version, slimPath] of Object.entries(CLIENTS)) {
-    test(`two pages chat through the node (socket.io-client ${version})`, async () => {
+  for (const [label, config] of Object.entries(CONFIGS)) for (const [version, slimPath] of Object.entries(CLIENTS)) {
+    test(`two pages chat through the node (socket.io-client ${version}, ${label})`, async () => {
+      await gw?.kill();
+      gw = await Gateway.start({ config });
       const site = await servePage(slimPath);
       const context = await browser.newContext();
       const errors = [];
@@ -117,7 +128,7 @@ describe('the classic chat page in Chromium', () => {
           assert.equal(sockets.length, 1, `websockets: ${page.sio.websockets.map((w) => w.url())}`);
           assert.equal(sockets[0].isClosed(), false, 'the WebSocket is still open');
         }
-        if (process.env.SCREENSHOT_DIR) await one.screenshot({ path: join(process.env.SCREENSHOT_DIR, `chat-${version}.png`) });
+        if (process.env.SCREENSHOT_DIR) await one.screenshot({ path: join(process.env.SCREENSHOT_DIR, `chat-${version}-${label.replace(/\W+/g, '_')}.png`) });
         assert.deepEqual(errors, [], 'no page errors');
       } finally {
         if (failed.length) console.log(`failed requests: ${failed.join('\n')}`);

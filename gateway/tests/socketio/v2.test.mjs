@@ -51,6 +51,22 @@ describe('socket.io-client 2.x', () => {
     assert.equal(typeof open.pingTimeout, 'number');
   });
 
+  test('cross-origin polling as 2.x makes it (withCredentials): CORS with credentials', async () => {
+    // engine.io-client 3.x sends every cross-origin polling XHR with
+    // credentials; a browser drops the answer unless it allows them.
+    const origin = 'http://127.0.0.1:1';
+    const pre = await fetch(`${gw.url}/socket.io/?EIO=3&transport=polling&t=x`, {
+      method: 'OPTIONS',
+      headers: { origin, 'access-control-request-method': 'GET' },
+    });
+    assert.ok(pre.status === 200 || pre.status === 204, `preflight ${pre.status}`);
+    const res = await fetch(`${gw.url}/socket.io/?EIO=3&transport=polling&t=y`, { headers: { origin } });
+    assert.equal(res.status, 200);
+    await res.text();
+    assert.equal(res.headers.get('access-control-allow-origin'), origin);
+    assert.equal(res.headers.get('access-control-allow-credentials'), 'true');
+  });
+
   for (const [name, transports, expected] of [
     ['websocket only', ['websocket'], 'websocket'],
     ['polling only', ['polling'], 'polling'],
