@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-20}"
-targets=(frame_reader json_command proto_command)
+targets=(frame_reader json_command proto_command engineio_payload socketio_packet)
 export RUSTC_BOOTSTRAP=1
 
 ../scripts/setup.sh fuzz

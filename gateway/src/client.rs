@@ -18,7 +18,7 @@ use bytes::Bytes;
 use roomcast_adapter::{
     ClientInfo, NodeReply, NodeRequest, PresenceEvent, PublishRequest, StreamPosition,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -87,6 +87,13 @@ impl ClientShared {
     /// Encodes a reply or event for this client (`id` 0: not a reply).
     pub fn encode(&self, id: u64, event: &ServerEvent<'_>) -> Bytes {
         self.proto.encode_for(&self.nsp, id, event)
+    }
+
+    /// Whether the front-end tracks, per room, the offset of the last
+    /// publication written to this client (socket.io connection state
+    /// recovery): its publications then carry their room and offset.
+    pub fn tracks_positions(&self) -> bool {
+        matches!(self.proto, Subprotocol::SocketIo(d) if d.offsets)
     }
 
     /// Hands control work to the task that owns this client.
@@ -163,6 +170,9 @@ pub struct Client {
     pub shared: Arc<ClientShared>,
     /// Rooms it is subscribed to.
     pub rooms: HashSet<String>,
+    /// Where each room stood when the client joined it (the front-end
+    /// moves these on as it writes publications, when it tracks them).
+    pub positions: HashMap<String, StreamPosition>,
     /// Its token's grant, when auth is on and it authenticated.
     pub grant: Option<Grant>,
     /// When its token expires.
@@ -179,6 +189,7 @@ impl Client {
             node,
             shared,
             rooms: HashSet::new(),
+            positions: HashMap::new(),
             grant: None,
             expires: None,
         }
@@ -275,9 +286,10 @@ impl Client {
     pub async fn join(&mut self, room: String, since: Option<StreamPosition>, id: u64) {
         let hub = self.node.hub.clone();
         match hub.subscribe(&self.shared, &room, since, id).await {
-            Ok(()) => {
+            Ok(start) => {
                 hub.announce(&room, PresenceEvent::Join(self.shared.info(hub.node_id())))
                     .await;
+                self.positions.insert(room.clone(), start);
                 self.rooms.insert(room);
             }
             Err(e) => {
@@ -299,6 +311,7 @@ impl Client {
     /// Leaves a room (no reply).
     pub async fn leave(&mut self, room: &str) {
         self.rooms.remove(room);
+        self.positions.remove(room);
         let hub = self.node.hub.clone();
         if hub.unsubscribe(&self.shared, room).await {
             hub.announce(room, PresenceEvent::Leave(self.shared.info(hub.node_id())))

@@ -56,7 +56,7 @@ struct Encoded {
     json: OnceLock<Bytes>,
     proto: OnceLock<Bytes>,
     /// socket.io dialects in the default namespace, the common case.
-    socketio: [OnceLock<Bytes>; 2],
+    socketio: [OnceLock<Bytes>; 3],
     /// Other socket.io dialects (other namespaces, recovery offsets).
     other: parking_lot::Mutex<Vec<(Subprotocol, Bytes)>>,
 }
@@ -78,7 +78,7 @@ impl Encoded {
         let cell = match s.proto {
             Subprotocol::Json => &self.json,
             Subprotocol::Proto => &self.proto,
-            Subprotocol::SocketIo(d) if d.is_common() => &self.socketio[d.v3 as usize],
+            Subprotocol::SocketIo(d) if d.is_common() => &self.socketio[d.slot()],
             other => {
                 let mut cache = self.other.lock();
                 if let Some((_, b)) = cache.iter().find(|(p, _)| *p == other) {
@@ -100,15 +100,20 @@ impl Encoded {
     }
 
     fn outbound(&self, s: &ClientShared, policy: OverflowPolicy) -> Outbound {
-        let accepted_us = match &self.event {
-            RoomEvent::Publication { publication, .. } => publication.time_unix_micros.max(1),
-            RoomEvent::Presence(_) => 0,
+        let (accepted_us, offset) = match &self.event {
+            RoomEvent::Publication { publication, .. } => {
+                (publication.time_unix_micros.max(1), publication.offset)
+            }
+            RoomEvent::Presence(_) => (0, 0),
         };
+        // Only `latest_per_key` and clients tracking what they were
+        // written look at keys; skip the refcount otherwise.
+        let keyed = policy == OverflowPolicy::LatestPerKey || (offset > 0 && s.tracks_positions());
         Outbound {
             frame: self.frame(s),
             accepted_us,
-            // Only `latest_per_key` looks at keys; skip the refcount otherwise.
-            key: (policy == OverflowPolicy::LatestPerKey).then(|| self.room.clone()),
+            key: keyed.then(|| self.room.clone()),
+            offset,
         }
     }
 
@@ -127,9 +132,16 @@ impl Encoded {
 
 fn encode_event(s: &ClientShared, room: &str, event: &RoomEvent) -> Bytes {
     match event {
-        RoomEvent::Publication { publication, .. } => {
-            s.encode(0, &ServerEvent::Message { room, publication })
-        }
+        RoomEvent::Publication {
+            publication, epoch, ..
+        } => s.encode(
+            0,
+            &ServerEvent::Message {
+                room,
+                epoch,
+                publication,
+            },
+        ),
         RoomEvent::Presence(PresenceEvent::Join(client)) => {
             s.encode(0, &ServerEvent::Join { room, client })
         }
@@ -238,7 +250,7 @@ impl Hub {
         room: &str,
         since: Option<StreamPosition>,
         reply_id: u64,
-    ) -> Result<(), SubscribeError> {
+    ) -> Result<StreamPosition, SubscribeError> {
         let opts = self.namespaces.for_room(room).clone();
         let shard = self.shard(room);
         {
@@ -290,11 +302,19 @@ impl Hub {
             .or_else(|| since.as_ref().filter(|_| recovered).map(|p| p.offset))
             .unwrap_or(position.offset);
         let mut rooms = shard.rooms.write();
+        // Where the client stands before the replay: what it had, or now.
+        let start = StreamPosition {
+            epoch: position.epoch.clone(),
+            offset: match (&since, recovered) {
+                (Some(p), true) => p.offset,
+                _ => position.offset,
+            },
+        };
         let Some(entry) = rooms.get_mut(room) else {
-            return Ok(()); // unsubscribed meanwhile
+            return Ok(start); // unsubscribed meanwhile
         };
         let Some((_, held)) = entry.pending.lock().remove(&s.id) else {
-            return Ok(());
+            return Ok(start);
         };
         let reply = s.encode(
             reply_id,
@@ -310,6 +330,7 @@ impl Hub {
                 0,
                 &ServerEvent::Message {
                     room,
+                    epoch: &position.epoch,
                     publication: p,
                 },
             );
@@ -319,6 +340,7 @@ impl Hub {
                     frame,
                     accepted_us: p.time_unix_micros.max(1),
                     key: Some(entry.name.clone()),
+                    offset: p.offset,
                 },
                 entry.policy,
             );
@@ -330,7 +352,7 @@ impl Hub {
             }
         }
         entry.live.insert(s.id, s.clone());
-        Ok(())
+        Ok(start)
     }
 
     async fn ensure_adapter_interest(&self, room: &str) -> Result<(), AdapterError> {

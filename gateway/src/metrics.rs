@@ -230,6 +230,7 @@ const SESSIONS: &str = "roomcast_sessions";
 const SOCKETIO_UPGRADES: &str = "roomcast_socketio_upgrades_total";
 const SOCKETIO_MALFORMED: &str = "roomcast_socketio_malformed_packets_total";
 const SOCKETIO_SOCKETS: &str = "roomcast_socketio_sockets";
+const SOCKETIO_RECOVERIES: &str = "roomcast_socketio_recoveries_total";
 
 /// Every metric of the node.
 pub struct Metrics {
@@ -273,6 +274,8 @@ pub struct Metrics {
     pub socketio_malformed_packets: Counter,
     /// Open socket.io sockets (one per namespace a client joined).
     pub socketio_sockets: Level,
+    /// socket.io sockets recovered after a reconnect.
+    pub socketio_recoveries: Counter,
 }
 
 /// `roomcast_sessions{protocol,transport}`, one handle per kind.
@@ -372,6 +375,10 @@ impl Metrics {
             SOCKETIO_SOCKETS,
             "Open socket.io sockets (one per namespace a client joined)."
         );
+        describe_counter!(
+            SOCKETIO_RECOVERIES,
+            "socket.io sockets whose state was recovered after a reconnect."
+        );
         let error_codes: Vec<&'static str> = crate::protocol::ErrorCode::ALL
             .iter()
             .map(|c| c.as_str())
@@ -401,6 +408,7 @@ impl Metrics {
             socketio_upgrades: counter!(SOCKETIO_UPGRADES),
             socketio_malformed_packets: counter!(SOCKETIO_MALFORMED),
             socketio_sockets: Level::new(gauge!(SOCKETIO_SOCKETS)),
+            socketio_recoveries: counter!(SOCKETIO_RECOVERIES),
         }
     }
 

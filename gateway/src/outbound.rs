@@ -27,8 +27,13 @@ pub struct Outbound {
     /// When its publication was accepted (µs since the Unix epoch); 0 for
     /// replies, which are not publications.
     pub accepted_us: i64,
-    /// For `latest_per_key`: a newer frame with the same key replaces this one.
+    /// For `latest_per_key`: a newer frame with the same key replaces this
+    /// one. Also the room of a publication for clients that track what
+    /// they were written (socket.io recovery).
     pub key: Option<Arc<str>>,
+    /// The publication's offset in its room's history (0: none, or not a
+    /// publication).
+    pub offset: u64,
 }
 
 impl Outbound {
@@ -38,6 +43,7 @@ impl Outbound {
             frame,
             accepted_us: 0,
             key: None,
+            offset: 0,
         }
     }
 
@@ -244,6 +250,7 @@ mod tests {
             frame: Bytes::from(vec![b'x'; n]),
             accepted_us: 1,
             key: Some(key.into()),
+            offset: 0,
         }
     }
 

@@ -261,7 +261,9 @@ pub fn encode(id: u64, event: &ServerEvent<'_>) -> Vec<u8> {
             out.push(b',');
             data(&mut out, &d.bytes, d.binary);
         }
-        ServerEvent::Message { room, publication } => {
+        ServerEvent::Message {
+            room, publication, ..
+        } => {
             op(&mut out, id, "message");
             field_str(&mut out, "room", room);
             if !publication.event.is_empty() {
@@ -376,6 +378,7 @@ mod tests {
             0,
             &ServerEvent::Message {
                 room: "q.A",
+                epoch: "e",
                 publication: &publication,
             },
         );
@@ -394,6 +397,7 @@ mod tests {
             0,
             &ServerEvent::Message {
                 room: "r",
+                epoch: "e",
                 publication: &bin,
             },
         );

@@ -271,6 +271,9 @@ pub enum ServerEvent<'a> {
     Message {
         /// Room.
         room: &'a str,
+        /// The room's epoch when it was published (socket.io recovery
+        /// offsets carry it).
+        epoch: &'a str,
         /// The publication.
         publication: &'a Publication,
     },

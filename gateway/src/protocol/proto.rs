@@ -97,7 +97,9 @@ pub fn encode(id: u64, event: &ServerEvent<'_>) -> Vec<u8> {
         ServerEvent::Echo { data } => E::Echo(pb::Echo {
             data: data.bytes.clone(),
         }),
-        ServerEvent::Message { room, publication } => E::Message(pb::Message {
+        ServerEvent::Message {
+            room, publication, ..
+        } => E::Message(pb::Message {
             room: room.to_string(),
             event: publication.event.clone(),
             data: publication.data.clone(),

@@ -64,18 +64,17 @@ impl Packet {
         let Some(&t) = p.first() else {
             return Err(DecodeError("empty packet"));
         };
+        // Text packets are strings, whatever carried them.
+        if std::str::from_utf8(&p).is_err() {
+            return Err(DecodeError("text packet: not UTF-8"));
+        }
         let data = p.slice(1..);
         Ok(match t {
             b'0' => Packet::Open(data),
             b'1' => Packet::Close,
             b'2' => Packet::Ping(data),
             b'3' => Packet::Pong(data),
-            b'4' => {
-                if std::str::from_utf8(&data).is_err() {
-                    return Err(DecodeError("message: not UTF-8"));
-                }
-                Packet::Message(data)
-            }
+            b'4' => Packet::Message(data),
             b'5' => Packet::Upgrade,
             b'6' => Packet::Noop,
             _ => return Err(DecodeError("packet type")),

@@ -5,6 +5,7 @@ pub mod engineio;
 pub mod packet;
 
 pub mod polling;
+pub mod recovery;
 pub mod socket;
 
 use crate::protocol::{ErrorCode, ServerEvent};
@@ -25,12 +26,24 @@ pub struct Dialect {
     pub v3: bool,
     /// Index of the client's namespace in the configured list (0 is `/`).
     pub nsp: u16,
+    /// Publications carry their room's position as a last argument, the
+    /// offset socket.io 4.6+ clients hand back to recover.
+    pub offsets: bool,
 }
 
 impl Dialect {
-    /// The default namespace: the hub keeps these two in fixed slots.
+    /// The first namespace: the hub keeps these in fixed slots.
     pub fn is_common(self) -> bool {
         self.nsp == 0
+    }
+
+    /// The hub's slot for a common dialect.
+    pub fn slot(self) -> usize {
+        match (self.v3, self.offsets) {
+            (true, _) => 0,
+            (false, false) => 1,
+            (false, true) => 2,
+        }
     }
 
     /// The Engine.IO revision.
@@ -113,7 +126,8 @@ pub fn encode_event(d: Dialect, nsp: &str, id: u64, event: &ServerEvent<'_>) -> 
     };
     match event {
         ServerEvent::Message {
-            room: _,
+            room,
+            epoch,
             publication,
         } => {
             let name = if publication.event.is_empty() {
@@ -126,12 +140,14 @@ pub fn encode_event(d: Dialect, nsp: &str, id: u64, event: &ServerEvent<'_>) -> 
             } else {
                 EncArg::Json(&publication.data)
             };
-            let p = packet::encode(
-                Kind::Event,
-                nsp,
-                None,
-                &[EncArg::Json(name.as_bytes()), data],
-            );
+            let position;
+            let mut args = vec![EncArg::Json(name.as_bytes()), data];
+            if d.offsets && publication.offset > 0 {
+                position =
+                    json!(recovery::offset_string(room, epoch, publication.offset)).to_string();
+                args.push(EncArg::Json(position.as_bytes()));
+            }
+            let p = packet::encode(Kind::Event, nsp, None, &args);
             frames(d.eio(), &p)
         }
         ServerEvent::Join { room, client } | ServerEvent::Leave { room, client } => {

@@ -13,7 +13,7 @@
 
 use super::engineio::{self, Eio, Packet as EPacket};
 use super::packet::{self, EncArg, Event, Kind, Packet as SPacket, Sio};
-use super::{engine_frame, frames, polling, Dialect};
+use super::{engine_frame, frames, polling, recovery, Dialect};
 use crate::auth::Grant;
 use crate::client::{Client, ClientShared};
 use crate::config::OverflowPolicy;
@@ -65,6 +65,8 @@ pub enum PollReply {
 #[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<Arc<str>, mpsc::Sender<Input>>>,
+    /// Sockets kept for connection state recovery.
+    pub recovery: recovery::Store,
 }
 
 impl Registry {
@@ -153,7 +155,7 @@ impl Ws {
 
     /// Writes what the socket takes; returns the bytes of finished and
     /// partly written frames, for the queue's accounting.
-    fn write_some(&mut self) -> io::Result<usize> {
+    fn write_some(&mut self, done: &mut Vec<(Arc<str>, u64)>) -> io::Result<usize> {
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
         for (i, o) in self.out.iter().take(MAX_IOV).enumerate() {
@@ -171,7 +173,11 @@ impl Ws {
             }
             left -= len;
             self.written = 0;
-            self.out.pop_front();
+            if let Some(o) = self.out.pop_front() {
+                if let (Some(room), true) = (o.key, o.offset > 0) {
+                    done.push((room, o.offset));
+                }
+            }
         }
         Ok(total)
     }
@@ -189,6 +195,8 @@ enum Transport {
 /// One connected namespace.
 struct Namespace {
     client: Client,
+    /// Its private id, when recovery is on.
+    pid: Option<String>,
 }
 
 struct Session {
@@ -459,6 +467,28 @@ impl Session {
     /// Moves queued frames to the transport: writes them on a WebSocket,
     /// answers a waiting poll.
     fn deliver(&mut self) {
+        let mut done = Vec::new();
+        self.deliver_into(&mut done);
+        if !done.is_empty() {
+            self.written(done);
+        }
+    }
+
+    /// Moves the positions of rooms whose publications were written.
+    fn written(&mut self, done: Vec<(Arc<str>, u64)>) {
+        for ns in self.namespaces.values_mut() {
+            if ns.pid.is_none() {
+                continue;
+            }
+            for (room, offset) in &done {
+                if let Some(p) = ns.client.positions.get_mut(&**room) {
+                    p.offset = p.offset.max(*offset);
+                }
+            }
+        }
+    }
+
+    fn deliver_into(&mut self, done: &mut Vec<(Arc<str>, u64)>) {
         match &mut self.transport {
             Transport::WebSocket(ws) => {
                 if ws.out.is_empty() {
@@ -467,7 +497,7 @@ impl Session {
                 while !ws.out.is_empty() {
                     let before: usize =
                         ws.out.iter().map(|o| o.frame.len()).sum::<usize>() - ws.written;
-                    match ws.write_some() {
+                    match ws.write_some(done) {
                         Ok(n) => {
                             let after: usize =
                                 ws.out.iter().map(|o| o.frame.len()).sum::<usize>() - ws.written;
@@ -497,6 +527,12 @@ impl Session {
                 }
                 let (body, bytes) = polling::payload(self.eio, &taken);
                 self.queue.written(bytes);
+                done.extend(
+                    taken
+                        .into_iter()
+                        .filter(|o| o.offset > 0)
+                        .filter_map(|o| o.key.map(|k| (k, o.offset))),
+                );
                 self.node.metrics.messages_sent.increment(1);
                 if let Some(tx) = self.pending_poll.take() {
                     let _ = tx.send(PollReply::Payload(body));
@@ -849,15 +885,41 @@ impl Session {
                 }
             }
         }
-        let client_id = match self.sio {
-            Sio::V5 => new_id(),
+        let offsets = self.sio == Sio::V5
+            && self.role == Role::SocketIo
+            && self.node.config.socketio.recovery.is_some();
+        // A returning socket: its private id and, if it got any, the offset
+        // string of the last publication it saw.
+        let restored = offsets
+            .then(|| auth.as_ref()?.get("pid")?.as_str())
+            .flatten()
+            .and_then(|pid| {
+                let saved = self.node.socketio.recovery.take(pid, &nsp)?;
+                Some((pid.to_owned(), saved))
+            });
+        let last_seen = auth
+            .as_ref()
+            .and_then(|a| a.get("offset"))
+            .and_then(Value::as_str)
+            .and_then(recovery::parse_offset);
+        let client_id = match (&restored, self.sio) {
+            (Some((_, saved)), _) => saved.client_id.clone(),
+            (None, Sio::V5) => new_id(),
             // socket.io-client 2.x derives the socket id from the session's.
-            Sio::V4 if nsp == "/" => self.sid.to_string(),
-            Sio::V4 => format!("{nsp}#{}", self.sid),
+            (None, Sio::V4) if nsp == "/" => self.sid.to_string(),
+            (None, Sio::V4) => format!("{nsp}#{}", self.sid),
         };
+        let pid = match &restored {
+            Some((pid, _)) => Some(pid.clone()),
+            None => offsets.then(new_id),
+        };
+        if grant.is_none() {
+            grant = restored.as_ref().and_then(|(_, s)| s.grant.clone());
+        }
         let dialect = Dialect {
             v3: self.eio == Eio::V3,
             nsp: index as u16,
+            offsets,
         };
         let shared = Arc::new(ClientShared::with_queue(
             self.node.next_session_id(),
@@ -871,7 +933,7 @@ impl Session {
             client.authenticate(g);
         }
         self.connect_deadline = None;
-        let ok = packet::connect_ok(self.sio, &nsp, &client_id, None);
+        let ok = packet::connect_ok(self.sio, &nsp, &client_id, pid.as_deref());
         // v4 announces `/` without a payload: the client already assumes it.
         self.send_frames(frames_text(self.eio, ok));
         match self.role {
@@ -884,14 +946,30 @@ impl Session {
                     &[EncArg::Json(b"\"auth\""), EncArg::Json(payload.as_bytes())],
                 ));
             }
-            Role::SocketIo => {
-                for room in self.node.config.socketio.join.clone() {
-                    client.join(room, None, 0).await;
+            Role::SocketIo => match restored {
+                Some((_, saved)) => {
+                    self.node.metrics.socketio_recoveries.increment(1);
+                    for (room, written) in saved.rooms {
+                        // The client saw exactly this far in the room of its
+                        // offset string; elsewhere, as far as was written.
+                        let since = match &last_seen {
+                            Some((r, seen)) if *r == room && seen.epoch == written.epoch => {
+                                seen.clone()
+                            }
+                            _ => written,
+                        };
+                        client.join(room, Some(since), 0).await;
+                    }
                 }
-            }
+                None => {
+                    for room in self.node.config.socketio.join.clone() {
+                        client.join(room, None, 0).await;
+                    }
+                }
+            },
             Role::ConformanceEngineIo => {}
         }
-        self.namespaces.insert(nsp, Namespace { client });
+        self.namespaces.insert(nsp, Namespace { client, pid });
         self.node.metrics.socketio_sockets.inc();
     }
 
@@ -1157,8 +1235,9 @@ impl Session {
                 ws.out
                     .push_back(Outbound::reply(frame::encode_close(code, why)));
                 let deadline = Instant::now() + Duration::from_secs(1);
+                let mut done = Vec::new();
                 while !ws.out.is_empty() {
-                    match ws.write_some() {
+                    match ws.write_some(&mut done) {
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             if tokio::time::timeout_at(deadline, ws.stream.writable())
@@ -1187,6 +1266,29 @@ impl Session {
             }
         }
         self.queue.close();
+        if let (Some(keep), true) = (self.node.config.socketio.recovery, why != "disconnected") {
+            // Every end but an explicit disconnect may be recovered from.
+            let until = Instant::now() + keep;
+            for (nsp, ns) in &self.namespaces {
+                let Some(pid) = &ns.pid else { continue };
+                let rooms = ns
+                    .client
+                    .rooms
+                    .iter()
+                    .filter_map(|r| Some((r.clone(), ns.client.positions.get(r)?.clone())))
+                    .collect();
+                self.node.socketio.recovery.save(
+                    pid.clone(),
+                    recovery::Saved {
+                        client_id: ns.client.shared.client_id.clone(),
+                        nsp: nsp.clone(),
+                        grant: ns.client.grant.clone(),
+                        rooms,
+                        until,
+                    },
+                );
+            }
+        }
         for (_, mut ns) in self.namespaces.drain() {
             ns.client.cleanup().await;
             self.node.metrics.socketio_sockets.dec();
