@@ -478,3 +478,90 @@ export async function rawEngineWs(gw, { eio = 4, path = '/socket.io/' } = {}) {
   });
   return { ws, packets, closed, handshake: JSON.parse(open.slice(1)) };
 }
+
+// ---------------------------------------------------------------- TCP proxy
+
+/**
+ * A TCP proxy on a free loopback port, forwarding to `targetPort`, so a
+ * test can cut connections the way a network does: `retarget(port)` sends
+ * new connections elsewhere, `blackhole(true)` silently drops what the
+ * server sends (it stays accepted by the kernel, never reaches the client),
+ * `cut()` destroys every open connection.
+ */
+export async function tcpProxy(targetPort) {
+  const { createServer: createTcpServer, connect: tcpConnect } = await import('node:net');
+  let target = targetPort;
+  let dropping = false;
+  const pairs = new Set();
+  const server = createTcpServer((down) => {
+    const up = tcpConnect(target, '127.0.0.1');
+    const pair = { up, down };
+    pairs.add(pair);
+    down.on('data', (d) => up.write(d));
+    up.on('data', (d) => {
+      if (!dropping) down.write(d);
+    });
+    const end = () => {
+      pairs.delete(pair);
+      up.destroy();
+      down.destroy();
+    };
+    up.on('close', end);
+    down.on('close', end);
+    up.on('error', end);
+    down.on('error', end);
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  return {
+    port: server.address().port,
+    get url() {
+      return `http://127.0.0.1:${server.address().port}`;
+    },
+    retarget(port) {
+      target = port;
+    },
+    blackhole(on) {
+      dropping = on;
+    },
+    cut() {
+      for (const { up, down } of pairs) {
+        up.destroy();
+        down.destroy();
+      }
+      pairs.clear();
+    },
+    close() {
+      this.cut();
+      return new Promise((ok) => server.close(ok));
+    },
+  };
+}
+
+/** A redis-server on a free port with nothing persisted, or null when none is installed. */
+export async function startRedis() {
+  const bin = process.env.REDIS_SERVER || 'redis-server';
+  const { spawnSync } = await import('node:child_process');
+  if (spawnSync(bin, ['--version']).status !== 0) return null;
+  const { connect: tcpConnect } = await import('node:net');
+  const port = await freePort();
+  const proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  await until(
+    () =>
+      new Promise((ok) => {
+        const c = tcpConnect(port, '127.0.0.1', () => {
+          c.end();
+          ok(true);
+        });
+        c.on('error', () => ok(false));
+      }),
+    { ms: 10000, what: 'redis-server' },
+  );
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      proc.kill('SIGKILL');
+    },
+  };
+}

@@ -4,7 +4,20 @@
 // order; after the window it starts over (recovered false, a new id).
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { Gateway, ack, closeAll, collect, connected, once, publishJson, sio4, sleep, until } from './lib.mjs';
+import {
+  Gateway,
+  ack,
+  closeAll,
+  collect,
+  connected,
+  once,
+  publishJson,
+  sio4,
+  sleep,
+  startRedis,
+  tcpProxy,
+  until,
+} from './lib.mjs';
 
 const config = (window) => `
 command_rate = 0
@@ -19,9 +32,11 @@ history_ttl = "5m"
 `;
 
 const gateways = [];
+const cleanups = [];
 after(async () => {
   closeAll();
   await Promise.all(gateways.map((g) => g.kill()));
+  for (const c of cleanups) await c();
 });
 
 async function node(window) {
@@ -30,7 +45,7 @@ async function node(window) {
   return gw;
 }
 
-/** A 4.x socket that reconnects after `delay` ms, connected. */
+/** A 4.x socket that reconnects after `delay` ms, connected (`gw` may be a proxy). */
 function recovering(gw, delay, transports = ['websocket']) {
   return connected(
     sio4(gw.url, {
@@ -119,6 +134,104 @@ describe('connection state recovery', () => {
     await g.take(2);
     await sleep(150);
     assert.deepEqual(g.values, ['before', 'missed']);
+    s.disconnect();
+  });
+
+  test('a room without history: socket.recovered is never true with a gap', async () => {
+    const gw = await node('2m');
+    const s = await recovering(gw, 1500);
+    await ack(s, 'subscribe', 'rec.kept');
+    await ack(s, 'subscribe', 'plain.unkept'); // the default namespace keeps no history
+    const gk = collect(s, 'k');
+    const gu = collect(s, 'u');
+    await publishJson(gw, 'rec.kept', 'k0', 'k');
+    await publishJson(gw, 'plain.unkept', 'u0', 'u');
+    await gk.take(1);
+    await gu.take(1);
+    const disconnected = once(s, 'disconnect', 5000);
+    s.io.engine.close();
+    await disconnected;
+    await publishJson(gw, 'rec.kept', 'k1', 'k');
+    await publishJson(gw, 'plain.unkept', 'u1', 'u');
+    await once(s, 'connect', 8000);
+    await sleep(500);
+    if (s.recovered) {
+      assert.deepEqual(gk.values, ['k0', 'k1']);
+      assert.deepEqual(
+        gu.values,
+        ['u0', 'u1'],
+        'socket.recovered is true, so u1 (published to plain.unkept, a room without history, while the socket was away) must have arrived',
+      );
+    }
+    s.disconnect();
+  });
+
+  test('publications written into a dying connection are not lost (two rooms)', async () => {
+    // The connection goes silent (a dead network path: what the node
+    // writes is accepted by TCP and never arrives), then breaks. The client
+    // last saw an event of rec.x; the node had meanwhile written more of
+    // both rooms. On recovery the client must get all of them.
+    const gw = await node('2m');
+    const proxy = await tcpProxy(gw.httpPort);
+    cleanups.push(() => proxy.close());
+    const s = await recovering(proxy, 1000);
+    await ack(s, 'subscribe', 'rec.x');
+    await ack(s, 'subscribe', 'rec.y');
+    const gx = collect(s, 'x');
+    const gy = collect(s, 'y');
+    await publishJson(gw, 'rec.y', 'y1', 'y');
+    await gy.take(1);
+    await publishJson(gw, 'rec.x', 'x1', 'x');
+    await gx.take(1);
+
+    proxy.blackhole(true);
+    await publishJson(gw, 'rec.y', 'y2', 'y');
+    await publishJson(gw, 'rec.y', 'y3', 'y');
+    await publishJson(gw, 'rec.x', 'x2', 'x');
+    await sleep(300);
+    const disconnected = once(s, 'disconnect', 5000);
+    proxy.cut();
+    proxy.blackhole(false);
+    await disconnected;
+    await once(s, 'connect', 8000);
+    assert.equal(s.recovered, true, 'socket.recovered');
+    await sleep(500);
+    assert.deepEqual(gx.values, ['x1', 'x2'], 'rec.x');
+    assert.deepEqual(gy.values, ['y1', 'y2', 'y3'], 'rec.y: y2 and y3 were written to the dead connection, never received');
+    s.disconnect();
+  });
+
+  test('recovery on another node of the cluster (Redis adapter)', async (t) => {
+    const redis = await startRedis();
+    if (!redis) {
+      t.skip('no redis-server installed');
+      return;
+    }
+    cleanups.push(() => redis.stop());
+    const args = ['--adapter', 'redis', '--redis-url', redis.url];
+    const a = await Gateway.start({ config: config('2m'), args });
+    const b = await Gateway.start({ config: config('2m'), args });
+    gateways.push(a, b);
+    const proxy = await tcpProxy(a.httpPort);
+    cleanups.push(() => proxy.close());
+    const s = await recovering(proxy, 1000);
+    const id = s.id;
+    await ack(s, 'subscribe', 'rec.cluster');
+    const g = collect(s, 'message');
+    await publishJson(a, 'rec.cluster', 'c0');
+    await g.take(1);
+    proxy.retarget(b.httpPort);
+    const disconnected = once(s, 'disconnect', 5000);
+    proxy.cut();
+    await disconnected;
+    await publishJson(b, 'rec.cluster', 'c1');
+    await publishJson(a, 'rec.cluster', 'c2');
+    await once(s, 'connect', 8000);
+    assert.equal(s.recovered, true, 'socket.recovered after reconnecting to another node');
+    assert.equal(s.id, id, 'the same socket id');
+    await g.take(3);
+    await sleep(200);
+    assert.deepEqual(g.values, ['c0', 'c1', 'c2']);
     s.disconnect();
   });
 
