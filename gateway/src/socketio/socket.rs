@@ -128,6 +128,8 @@ struct Ws {
     /// Frames taken from the queue, not yet fully written.
     out: VecDeque<Outbound>,
     written: usize,
+    /// Frames written completely since the last count.
+    completed: u64,
 }
 
 impl Ws {
@@ -139,6 +141,7 @@ impl Ws {
             reader: FrameReader::new(max),
             out: VecDeque::new(),
             written: 0,
+            completed: 0,
         }
     }
 
@@ -174,6 +177,7 @@ impl Ws {
             left -= len;
             self.written = 0;
             if let Some(o) = self.out.pop_front() {
+                self.completed += 1;
                 if let (Some(room), true) = (o.key, o.offset > 0) {
                     done.push((room, o.offset));
                 }
@@ -503,7 +507,10 @@ impl Session {
                                 ws.out.iter().map(|o| o.frame.len()).sum::<usize>() - ws.written;
                             debug_assert_eq!(before - after, n);
                             self.queue.written(n);
-                            self.node.metrics.messages_sent.increment(1);
+                            self.node
+                                .metrics
+                                .messages_sent
+                                .increment(std::mem::take(&mut ws.completed));
                             if ws.out.is_empty() {
                                 self.queue.take(&mut ws.out);
                             }
@@ -527,13 +534,16 @@ impl Session {
                 }
                 let (body, bytes) = polling::payload(self.eio, &taken);
                 self.queue.written(bytes);
+                self.node
+                    .metrics
+                    .messages_sent
+                    .increment(taken.len() as u64);
                 done.extend(
                     taken
                         .into_iter()
                         .filter(|o| o.offset > 0)
                         .filter_map(|o| o.key.map(|k| (k, o.offset))),
                 );
-                self.node.metrics.messages_sent.increment(1);
                 if let Some(tx) = self.pending_poll.take() {
                     let _ = tx.send(PollReply::Payload(body));
                 }
