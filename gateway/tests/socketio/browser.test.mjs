@@ -131,7 +131,8 @@ describe('the classic chat page in Chromium', () => {
         if (process.env.SCREENSHOT_DIR) await one.screenshot({ path: join(process.env.SCREENSHOT_DIR, `chat-${version}-${label.replace(/\W+/g, '_')}.png`) });
         assert.deepEqual(errors, [], 'no page errors');
       } finally {
-        if (failed.length) console.log(`failed requests: ${failed.join('\n')}`);
+        if (failed.length) console.log(`failed requests: ${failed.slice(0, 3).join('\n')}`);
+        if (errors.length) console.log(`page errors: ${errors.slice(0, 3).join('\n')}`);
         await context.close();
         await site.close();
       }

@@ -248,6 +248,25 @@ describe('presence', () => {
   });
 });
 
+describe('room events', () => {
+  test('join and leave in a namespace with join_leave, as the events join and leave', async () => {
+    const a = await client();
+    await ack(a, 'subscribe', 'chat.jl');
+    const joins = collect(a, 'join');
+    const leaves = collect(a, 'leave');
+    const b = await client();
+    await ack(b, 'subscribe', 'chat.jl');
+    const [j] = await joins.take(1);
+    assert.equal(j[0].room, 'chat.jl', JSON.stringify(j));
+    assert.equal(j[0].client_id, b.id, JSON.stringify(j));
+    const bid = b.id;
+    await ack(b, 'unsubscribe', 'chat.jl');
+    const [l] = await leaves.take(1);
+    assert.equal(l[0].room, 'chat.jl', JSON.stringify(l));
+    assert.equal(l[0].client_id, bid, JSON.stringify(l));
+  });
+});
+
 describe('events neither built in nor routed', () => {
   test('with an ack: not_found; without: dropped, the socket stays', async () => {
     const a = await client();

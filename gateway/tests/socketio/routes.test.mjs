@@ -90,6 +90,8 @@ describe('routes: the chat configuration', () => {
     const a = await connected(sio4(gw.url, { transports: ['websocket'] }));
     const r = await ack(a, 'channel', 'acked');
     assert.equal(r?.error, undefined, JSON.stringify(r));
+    assert.equal(r.room, 'chat.all', JSON.stringify(r));
+    assert.equal(typeof r.offset, 'number', JSON.stringify(r));
     const u = await ack(a, 'not-routed', 1);
     assert.equal(u?.error?.code, 'not_found', JSON.stringify(u));
   });
