@@ -4,7 +4,7 @@
 // stream of publications that spans the upgrade.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Gateway, ack, bytesOf, closeAll, collect, connected, publishJson, sio2, sio4, sleep } from './lib.mjs';
+import { Gateway, ack, bytesOf, closeAll, collect, connected, publishJson, sio2, sio4, sleep, withTimeout } from './lib.mjs';
 
 const CONFIG = `
 command_rate = 0
@@ -114,10 +114,11 @@ describe('payloads', () => {
         })();
       });
       s.connect();
-      await connected(s);
+      // The engine exists once connect() returns; listen before it can upgrade.
       const upgraded = new Promise((ok) => s.io.engine.once('upgrade', ok));
-      await upgraded;
-      await publishing;
+      await connected(s);
+      await withTimeout(upgraded, 5000, 'the upgrade to websocket');
+      await withTimeout(publishing, 20000, 'the publications');
       await got.take(N, 20000);
       await sleep(200);
       const values = got.values;
