@@ -129,7 +129,7 @@ describe('connection state recovery', () => {
     await disconnected;
     await publishJson(gw, 'rec.poll', 'missed');
     await once(s, 'connect', 8000);
-    assert.equal(s.recovered, true);
+    assert.equal(s.recovered, true, `socket.recovered; node log:\n${gw.output.slice(-4000)}`);
     assert.equal(s.id, id);
     await g.take(2);
     await sleep(150);
