@@ -18,7 +18,7 @@
 #     into python3's environment, or, where python3 is an externally managed
 #     system Python (Debian's), into a virtualenv ($ROOMCAST_VENV, default
 #     ~/.cache/roomcast/venv) that then goes first on PATH
-#   npm ci in clients/js; cargo install cargo-fuzz --locked;
+#   npm ci in clients/js and gateway/tests/socketio; cargo install cargo-fuzz --locked;
 #   rustup component add rustfmt clippy
 #   Not installed: the Rust toolchain, and kubectl or kustomize (`kubectl
 #   kustomize` renders deploy/k8s; neither is a Debian package everywhere).
@@ -76,10 +76,11 @@ setup_stages() {
     echo "setup: installing Python modules$into: ${_setup_pip[*]}"
     _setup_run "pip install" python3 -m pip install -q --disable-pip-version-check "${_setup_pip[@]}"
   fi
-  if ((_setup_npm_ci)); then
-    echo "setup: installing npm packages in clients/js (npm ci)"
-    _setup_run "npm ci" _setup_in "$SETUP_ROOT/clients/js" npm ci --no-audit --no-fund
-  fi
+  local dir
+  for dir in "${_setup_npm_dirs[@]}"; do
+    echo "setup: installing npm packages in $dir (npm ci)"
+    _setup_run "npm ci" _setup_in "$SETUP_ROOT/$dir" npm ci --no-audit --no-fund
+  done
   if ((_setup_fuzz)); then
     echo "setup: installing cargo-fuzz (cargo install cargo-fuzz --locked)"
     _setup_run "cargo install cargo-fuzz" cargo install cargo-fuzz --locked
@@ -89,7 +90,9 @@ setup_stages() {
   _setup_scan "$@"
   local left=("${_setup_deb_why[@]}" "${_setup_cannot[@]}")
   ((${#_setup_pip[@]} == 0)) || left+=("Python modules $(_setup_py_missing) (pip: ${_setup_pip[*]})")
-  ((_setup_npm_ci == 0)) || left+=("clients/js/node_modules (npm ci)")
+  for dir in "${_setup_npm_dirs[@]}"; do
+    left+=("$dir/node_modules (npm ci)")
+  done
   ((_setup_fuzz == 0)) || left+=("cargo-fuzz (cargo install cargo-fuzz --locked)")
   ((${#_setup_rustup[@]} == 0)) || left+=("rustup components ${_setup_rustup[*]}")
   ((${#left[@]} == 0)) || _setup_missing "${left[@]}"
@@ -100,12 +103,12 @@ setup_stages() {
 #   _setup_deb_why  for each of them, "tools (Debian package package)"
 #   _setup_rustup   rustup components to add
 #   _setup_pip      pip packages to install; _setup_py_venv=1 when into a virtualenv
-#   _setup_npm_ci   1 when clients/js needs `npm ci`
+#   _setup_npm_dirs Node packages (clients/js, gateway/tests/socketio) that need `npm ci`
 #   _setup_fuzz     1 when cargo-fuzz must be installed
 #   _setup_cannot   what nothing here installs, "tool (where it comes from)"
 _setup_scan() {
   _setup_deb=() _setup_deb_why=() _setup_rustup=() _setup_pip=() _setup_cannot=()
-  _setup_py_venv=0 _setup_npm_ci=0 _setup_fuzz=0
+  _setup_py_venv=0 _setup_fuzz=0 _setup_npm_dirs=()
   hash -r
   local stage
   if ! command -v cargo >/dev/null; then
@@ -132,12 +135,15 @@ _setup_scan() {
             _setup_cannot+=("$chromium (CHROMIUM_PATH)")
           fi
         fi
-        local js="$SETUP_ROOT/clients/js"
-        # npm ci stamps node_modules/.package-lock.json; an older stamp means
-        # the lock file changed since.
-        if [[ ! -f "$js/node_modules/.package-lock.json" || "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]]; then
-          _setup_npm_ci=1
-        fi
+        local pkg
+        for pkg in clients/js gateway/tests/socketio; do
+          # npm ci stamps node_modules/.package-lock.json; an older stamp
+          # means the lock file changed since.
+          local d="$SETUP_ROOT/$pkg"
+          if [[ ! -f "$d/node_modules/.package-lock.json" || "$d/package-lock.json" -nt "$d/node_modules/.package-lock.json" ]]; then
+            _setup_npm_dirs+=("$pkg")
+          fi
+        done
         ;;
       deploy)
         _setup_tool promtool prometheus

@@ -31,6 +31,8 @@ for stage in "${stages[@]}"; do
       banner "browser client: unit tests and end-to-end tests in headless Chromium"
       cargo build -p roomcast-gateway --locked
       (cd clients/js && npm test && ROOMCAST_BIN="$PWD/../../target/debug/roomcast" npm run test:e2e)
+      banner "socket.io: socket.io-client 2.x and 4.x, in Node and in headless Chromium"
+      (cd gateway/tests/socketio && ROOMCAST_BIN="$PWD/../../../target/debug/roomcast" npm test)
       ;;
     deploy)
       banner "deployment files and the local cluster topology"
