@@ -803,8 +803,12 @@ impl Session {
                     self.end("normal");
                 } else if matches!(self.transport, Transport::Polling) {
                     // The client's last poll may still be on its way: it
-                    // gets a noop, then the session ends (or after a while).
-                    self.closing_poll = Some(Instant::now() + self.ping_timeout);
+                    // gets a noop, then the session ends (or after a
+                    // moment). The sockets go now: a recovering client may
+                    // be back before then.
+                    self.release_sockets("normal").await;
+                    let wait = self.ping_timeout.min(Duration::from_secs(1));
+                    self.closing_poll = Some(Instant::now() + wait);
                 } else {
                     self.end("normal");
                 }
@@ -1260,6 +1264,53 @@ impl Session {
         }
     }
 
+    /// The sockets leave their rooms and the hub, their state kept for
+    /// recovery unless the end was an explicit disconnect. Done once, as
+    /// soon as the client is known to be gone.
+    async fn release_sockets(&mut self, why: &'static str) {
+        let recoverable = why != "disconnected" && self.log_complete;
+        if let (Some(keep), true) = (self.node.config.socketio.recovery, recoverable) {
+            // Every end but an explicit disconnect may be recovered from.
+            let until = Instant::now() + keep;
+            for (nsp, ns) in &self.namespaces {
+                let Some(pid) = &ns.pid else { continue };
+                let rooms = ns
+                    .client
+                    .rooms
+                    .iter()
+                    .filter_map(|r| {
+                        let mut p = ns.client.positions.get(r)?.clone();
+                        if let Some(c) = self.confirmed.get(r.as_str()) {
+                            p.offset = p.offset.max(*c);
+                        }
+                        Some((r.clone(), p))
+                    })
+                    .collect();
+                let unconfirmed = self
+                    .log
+                    .iter()
+                    .filter(|(_, room, _)| ns.client.rooms.contains(&**room))
+                    .map(|(_, room, offset)| (room.to_string(), *offset))
+                    .collect();
+                self.node.socketio.recovery.save(
+                    pid.clone(),
+                    recovery::Saved {
+                        client_id: ns.client.shared.client_id.clone(),
+                        nsp: nsp.clone(),
+                        grant: ns.client.grant.clone(),
+                        rooms,
+                        unconfirmed,
+                        until,
+                    },
+                );
+            }
+        }
+        for (_, mut ns) in self.namespaces.drain() {
+            ns.client.cleanup().await;
+            self.node.metrics.socketio_sockets.dec();
+        }
+    }
+
     /// Ends the session: sockets leave their rooms, the transport is closed
     /// (after a close packet where the client should reconnect).
     async fn finish(mut self, mut rx: mpsc::Receiver<Input>) {
@@ -1338,47 +1389,7 @@ impl Session {
             }
         }
         self.queue.close();
-        let recoverable = why != "disconnected" && self.log_complete;
-        if let (Some(keep), true) = (self.node.config.socketio.recovery, recoverable) {
-            // Every end but an explicit disconnect may be recovered from.
-            let until = Instant::now() + keep;
-            for (nsp, ns) in &self.namespaces {
-                let Some(pid) = &ns.pid else { continue };
-                let rooms = ns
-                    .client
-                    .rooms
-                    .iter()
-                    .filter_map(|r| {
-                        let mut p = ns.client.positions.get(r)?.clone();
-                        if let Some(c) = self.confirmed.get(r.as_str()) {
-                            p.offset = p.offset.max(*c);
-                        }
-                        Some((r.clone(), p))
-                    })
-                    .collect();
-                let unconfirmed = self
-                    .log
-                    .iter()
-                    .filter(|(_, room, _)| ns.client.rooms.contains(&**room))
-                    .map(|(_, room, offset)| (room.to_string(), *offset))
-                    .collect();
-                self.node.socketio.recovery.save(
-                    pid.clone(),
-                    recovery::Saved {
-                        client_id: ns.client.shared.client_id.clone(),
-                        nsp: nsp.clone(),
-                        grant: ns.client.grant.clone(),
-                        rooms,
-                        unconfirmed,
-                        until,
-                    },
-                );
-            }
-        }
-        for (_, mut ns) in self.namespaces.drain() {
-            ns.client.cleanup().await;
-            self.node.metrics.socketio_sockets.dec();
-        }
+        self.release_sockets(why).await;
         self.node.metrics.disconnect(why);
         if why == "ping_timeout" {
             self.node.metrics.ping_timeouts.increment(1);
