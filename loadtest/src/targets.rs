@@ -217,6 +217,11 @@ impl Target {
                         .arg("--node-id")
                         .arg(format!("loadtest-{i}"))
                         .args(&programs.roomcast_args);
+                    if kind == Kind::RoomcastSocketio {
+                        // Its publisher is a client like socket.io's, which
+                        // has no per-client command rate: neither here.
+                        c.arg("--command-rate").arg("0");
+                    }
                     if let Some(r) = &redis {
                         c.arg("--adapter")
                             .arg("redis")
