@@ -164,6 +164,9 @@ def build():
     p.series("Connections accepted / s", [
         (f"sum by (instance) (rate(roomcast_connections_accepted_total{{{SEL}}}[$__rate_interval]))", "{{instance}}"),
     ], unit="ops")
+    p.series("Sessions by protocol and transport", [
+        (f"sum by (protocol, transport) (roomcast_sessions{{{SEL}}})", "{{protocol}} {{transport}}"),
+    ], stack=True, description="roomcast.v1 (JSON, protobuf), raw echo, and socket.io on WebSocket or long-polling.")
     p.series("Disconnects / s by reason", [
         (f"sum by (reason) (rate(roomcast_disconnects_total{{{SEL}}}[$__rate_interval]))", "{{reason}}"),
     ], unit="ops", stack=True)
