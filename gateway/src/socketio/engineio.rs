@@ -182,6 +182,26 @@ pub fn encode_record(eio: Eio, out: &mut Vec<u8>, first: bool, r: Record<'_>) {
     }
 }
 
+/// A v3 binary payload: per packet `0` (text) or `1` (binary), its length
+/// in bytes as one byte per decimal digit, `0xff`, then the packet (binary
+/// messages behind their `4` type byte).
+pub fn encode_v3_binary_payload(records: &[Record<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        let (kind, head, data): (u8, &[u8], &[u8]) = match r {
+            Record::Text(t) => (0, b"", t),
+            Record::Binary(b) => (1, &[4], b),
+        };
+        out.push(kind);
+        let len = head.len() + data.len();
+        out.extend(len.to_string().bytes().map(|d| d - b'0'));
+        out.push(0xff);
+        out.extend_from_slice(head);
+        out.extend_from_slice(data);
+    }
+    out
+}
+
 /// Decodes a polling request body (a POST) into packets.
 pub fn decode_payload(eio: Eio, body: Bytes) -> Result<Vec<Packet>, DecodeError> {
     match eio {
@@ -375,6 +395,22 @@ mod tests {
         for bad in [&b"5:4hi"[..], b"x:4", b"2", b"0:", b"3:b5a"] {
             assert!(decode_payload(Eio::V3, Bytes::copy_from_slice(bad)).is_err());
         }
+    }
+
+    #[test]
+    fn v3_binary_payloads_are_written_as_socket_io_2_did() {
+        let b = encode_v3_binary_payload(&[Record::Text(b"4hello"), Record::Binary(&[1, 2, 3, 4])]);
+        assert_eq!(
+            b,
+            [0, 6, 255, 52, 104, 101, 108, 108, 111, 1, 5, 255, 4, 1, 2, 3, 4]
+        );
+        assert_eq!(
+            decode_payload(Eio::V3, Bytes::from(b)).unwrap(),
+            vec![
+                Packet::Message(Bytes::from_static(b"hello")),
+                Packet::Binary(Bytes::from_static(&[1, 2, 3, 4]))
+            ]
+        );
     }
 
     #[test]

@@ -80,6 +80,8 @@ struct Query {
     transport: Option<String>,
     sid: Option<String>,
     token: Option<String>,
+    /// The client cannot take binary payloads (`b64=1`, v3 only).
+    b64: bool,
 }
 
 fn query(req: &Request<Incoming>) -> Query {
@@ -92,6 +94,7 @@ fn query(req: &Request<Incoming>) -> Query {
             "transport" => q.transport = Some(v),
             "sid" => q.sid = Some(v),
             "token" => q.token = Some(v),
+            "b64" => q.b64 = !v.is_empty() && v != "0" && v != "false",
             _ => {}
         }
     }
@@ -213,6 +216,7 @@ async fn open_polling(node: &Arc<Node>, eio: Eio, role: Role, q: Query) -> Respo
             eio,
             role,
             websocket: None,
+            binary_payloads: eio == Eio::V3 && !q.b64,
             grant,
             slot,
         },
@@ -301,6 +305,7 @@ fn upgrade(
                         eio,
                         role,
                         websocket: Some((stream, ahead)),
+                        binary_payloads: false,
                         grant,
                         slot,
                     },
@@ -400,39 +405,56 @@ fn refuse(node: &Node, why: Refusal) -> Response<Body> {
 }
 
 fn payload_response(body: Vec<u8>) -> Response<Body> {
+    // A v3 binary payload starts with a 0 or 1 byte; text payloads with a
+    // digit or a packet type character.
+    let binary = matches!(body.first(), Some(0 | 1));
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=UTF-8"),
+        HeaderValue::from_static(if binary {
+            "application/octet-stream"
+        } else {
+            "text/plain; charset=UTF-8"
+        }),
     );
     r
 }
 
 /// Reads the WebSocket frames of queued entries back into one polling
-/// payload. Returns the body and the bytes of frames it consumed.
-pub fn payload(eio: Eio, taken: &VecDeque<Outbound>) -> (Vec<u8>, usize) {
-    let mut out = Vec::new();
-    let mut first = true;
+/// payload. Returns the body and the bytes of frames it consumed. With
+/// `binary` (a v3 client that takes binary payloads), a payload holding
+/// binary messages is written in v3's binary encoding, as the socket.io 2
+/// server did; otherwise binary goes as base64 records.
+pub fn payload(eio: Eio, taken: &VecDeque<Outbound>, binary: bool) -> (Vec<u8>, usize) {
+    let mut records = Vec::new();
     let mut consumed = 0;
     for o in taken {
         consumed += o.frame.len();
         let mut rest = &o.frame[..];
         while let Some((opcode, payload, next)) = split_frame(rest) {
             rest = next;
-            let record = match opcode {
-                0x1 => Record::Text(payload),
-                0x2 => match eio {
+            match opcode {
+                0x1 => records.push(Record::Text(payload)),
+                0x2 => records.push(match eio {
                     Eio::V4 => Record::Binary(payload),
                     // v3 binary frames lead with the message type.
                     Eio::V3 => Record::Binary(payload.get(1..).unwrap_or_default()),
-                },
+                }),
                 // Control frames (pongs to WebSocket pings) have no polling form.
-                _ => continue,
-            };
-            engineio::encode_record(eio, &mut out, first, record);
-            first = false;
+                _ => {}
+            }
         }
     }
+    let any_binary = records.iter().any(|r| matches!(r, Record::Binary(_)));
+    let out = if binary && eio == Eio::V3 && any_binary {
+        engineio::encode_v3_binary_payload(&records)
+    } else {
+        let mut out = Vec::new();
+        for (i, r) in records.into_iter().enumerate() {
+            engineio::encode_record(eio, &mut out, i == 0, r);
+        }
+        out
+    };
     (out, consumed)
 }
 
@@ -472,7 +494,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let (body, n) = payload(Eio::V4, &q);
+        let (body, n) = payload(Eio::V4, &q, false);
         assert_eq!(n, q.iter().map(|o| o.frame.len()).sum::<usize>());
         let expected = format!("2\x1e42[\"a\"]\x1ebAQI=\x1e4{big}");
         assert_eq!(String::from_utf8(body).unwrap(), expected);

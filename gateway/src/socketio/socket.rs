@@ -113,6 +113,9 @@ pub struct Start {
     pub role: Role,
     /// The transport it opens on: a WebSocket, or long-polling (`None`).
     pub websocket: Option<(TcpStream, Bytes)>,
+    /// Polls may be answered with v3 binary payloads (a v3 client that did
+    /// not ask for `b64`).
+    pub binary_payloads: bool,
     /// A grant from the `token` query parameter.
     pub grant: Option<Grant>,
     /// Counts against the node's connection limit while the session lives.
@@ -217,6 +220,7 @@ struct Session {
     /// new transport.
     upgrading: bool,
     pending_poll: Option<oneshot::Sender<PollReply>>,
+    binary_payloads: bool,
     namespaces: HashMap<String, Namespace>,
     /// A binary packet still waiting for attachments.
     partial: Option<(SPacket, Vec<Bytes>)>,
@@ -278,6 +282,7 @@ pub fn start(node: Arc<Node>, start: Start) -> Arc<str> {
         upgrading: false,
         probe: None,
         pending_poll: None,
+        binary_payloads: start.binary_payloads,
         namespaces: HashMap::new(),
         partial: None,
         query_grant: start.grant,
@@ -557,7 +562,7 @@ impl Session {
                 if taken.is_empty() {
                     return;
                 }
-                let (body, bytes) = polling::payload(self.eio, &taken);
+                let (body, bytes) = polling::payload(self.eio, &taken, self.binary_payloads);
                 self.queue.written(bytes);
                 self.node
                     .metrics
@@ -1377,7 +1382,7 @@ impl Session {
                     let body = if taken.is_empty() {
                         close_payload(self.eio)
                     } else {
-                        polling::payload(self.eio, &taken).0
+                        polling::payload(self.eio, &taken, self.binary_payloads).0
                     };
                     let _ = tx.send(PollReply::Payload(body));
                 }
