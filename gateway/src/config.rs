@@ -719,6 +719,9 @@ pub struct Cli {
     /// Path of socket.io on the HTTP listener [default: /socket.io/]
     #[arg(long, env = "ROOMCAST_SOCKETIO_PATH", value_name = "PATH")]
     pub socketio_path: Option<String>,
+    /// Largest socket.io long-polling body or WebSocket message (Engine.IO maxPayload) [default: 1000000]
+    #[arg(long, env = "ROOMCAST_SOCKETIO_MAX_PAYLOAD", value_name = "SIZE")]
+    pub socketio_max_payload: Option<String>,
     /// Be the server of the official Engine.IO and Socket.IO protocol test suites (testing only)
     #[arg(long, env = "ROOMCAST_SOCKETIO_CONFORMANCE")]
     pub socketio_conformance: bool,
@@ -733,6 +736,7 @@ fn key_of_flag(id: &str) -> &str {
         "allowed_origin" => "allowed_origins",
         "socketio" => "socketio.enabled",
         "socketio_path" => "socketio.path",
+        "socketio_max_payload" => "socketio.max_payload",
         "socketio_conformance" => "socketio.conformance",
         other => other,
     }

@@ -140,27 +140,25 @@ pub fn admit(node: &Arc<Node>) -> Result<ConnectionSlot, Box<Response<Body>>> {
     let max = node.config.max_connections;
     let open = node.open_sessions.fetch_add(1, Ordering::AcqRel) + 1;
     let slot = ConnectionSlot(node.clone());
+    let busy = |reason, body, retry_after| {
+        let mut r = refuse(node, StatusCode::SERVICE_UNAVAILABLE, reason, body);
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static(retry_after));
+        Err(Box::new(r))
+    };
     if max > 0 && open > max {
-        let mut r = refuse(
-            node,
-            StatusCode::SERVICE_UNAVAILABLE,
+        return busy(
             "max_connections",
             "node at its connection limit; try another node",
+            "5",
         );
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        return Err(Box::new(r));
     }
     if !node.allow_new_connection() {
-        let mut r = refuse(
-            node,
-            StatusCode::SERVICE_UNAVAILABLE,
+        return busy(
             "connection_rate",
             "too many new connections; retry shortly",
+            "1",
         );
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        return Err(Box::new(r));
     }
     Ok(slot)
 }

@@ -151,19 +151,7 @@ async fn serve(
     match (&q.sid, req.method()) {
         (None, &Method::GET) => open_polling(node, eio, role, q).await,
         (None, _) => refuse(node, Refusal::BadHandshakeMethod),
-        (Some(sid), &Method::GET) => {
-            let Some(tx) = node.socketio.get(sid) else {
-                return refuse(node, Refusal::UnknownSid);
-            };
-            let (reply, rx) = oneshot::channel();
-            if tx.send(Input::Poll(reply)).await.is_err() {
-                return refuse(node, Refusal::UnknownSid);
-            }
-            match rx.await {
-                Ok(PollReply::Payload(body)) => payload_response(body),
-                Ok(PollReply::Refused(_)) | Err(_) => refuse(node, Refusal::BadRequest),
-            }
-        }
+        (Some(sid), &Method::GET) => poll(node, sid, Refusal::UnknownSid).await,
         (Some(sid), &Method::POST) => {
             let Some(tx) = node.socketio.get(sid) else {
                 return refuse(node, Refusal::UnknownSid);
@@ -221,18 +209,23 @@ async fn open_polling(node: &Arc<Node>, eio: Eio, role: Role, q: Query) -> Respo
             slot,
         },
     );
-    // The open packet is queued; the first poll answers it at once.
-    let Some(tx) = node.socketio.get(&sid) else {
-        return refuse(node, Refusal::BadRequest);
-    };
     // The open packet is already queued: this poll is answered at once.
+    poll(node, &sid, Refusal::BadRequest).await
+}
+
+/// One poll of session `sid`: its payload, or 400 (`missing` when the
+/// session is not there).
+async fn poll(node: &Arc<Node>, sid: &str, missing: Refusal) -> Response<Body> {
+    let Some(tx) = node.socketio.get(sid) else {
+        return refuse(node, missing);
+    };
     let (reply, rx) = oneshot::channel();
     if tx.send(Input::Poll(reply)).await.is_err() {
-        return refuse(node, Refusal::BadRequest);
+        return refuse(node, missing);
     }
     match rx.await {
-        Ok(PollReply::Payload(b)) => payload_response(b),
-        _ => refuse(node, Refusal::BadRequest),
+        Ok(PollReply::Payload(body)) => payload_response(body),
+        Ok(PollReply::Refused(_)) | Err(_) => refuse(node, Refusal::BadRequest),
     }
 }
 

@@ -1,8 +1,8 @@
 // JWT auth (contract section 5) for socket.io clients: 4.x sends the token
 // in the CONNECT packet's auth payload, 2.x in the `token` query parameter.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Gateway, ack, closeAll, connected, mintJwt, once, refused, sio2, sio4 } from './lib.mjs';
+import { describe, test } from 'node:test';
+import { ack, connected, mintJwt, once, refused, sio2, sio4, useGateway } from './lib.mjs';
 
 const SECRET = 'socketio-test-secret';
 const CONFIG = `
@@ -12,13 +12,7 @@ presence = true
 `;
 
 let gw;
-before(async () => {
-  gw = await Gateway.start({ config: CONFIG, args: ['--jwt-secret', SECRET] });
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({ config: CONFIG, args: ['--jwt-secret', SECRET] }, (g) => (gw = g));
 
 const past = () => Math.floor(Date.now() / 1000) - 60;
 

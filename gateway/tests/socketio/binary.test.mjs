@@ -2,8 +2,8 @@
 // clients as binary, and binary a socket.io client emits (socket.io sends it
 // as attachments) is published as a binary publication.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Gateway, ack, bytesOf, closeAll, collect, connected, sio2, sio4 } from './lib.mjs';
+import { describe, test } from 'node:test';
+import { ack, bytesOf, collect, connected, sio2, sio4, useGateway } from './lib.mjs';
 
 const CONFIG = `
 [socketio.events.file]
@@ -19,13 +19,7 @@ history_ttl = "5m"
 const BYTES = Buffer.from([0, 1, 2, 0x7f, 0x80, 0xfe, 0xff, 0x0a, 0x22, 0x5c]);
 
 let gw;
-before(async () => {
-  gw = await Gateway.start({ config: CONFIG });
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({ config: CONFIG }, (g) => (gw = g));
 
 function assertBinary(args, expected) {
   assert.equal(args.length, 1, `one argument, got ${args.length}`);

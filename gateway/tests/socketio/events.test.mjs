@@ -2,8 +2,8 @@
 // publish, presence), each with its acknowledgement, their error acks, and
 // events that are neither built in nor routed.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Gateway, ack, closeAll, collect, connected, publishJson, sio4, sleep, until } from './lib.mjs';
+import { describe, test } from 'node:test';
+import { Gateway, ack, collect, connected, publishJson, sio4, sleep, until, useGateway } from './lib.mjs';
 
 const CONFIG = `
 [namespaces.chat]
@@ -21,13 +21,7 @@ client_publish = false
 `;
 
 let gw;
-before(async () => {
-  gw = await Gateway.start({ config: CONFIG });
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({ config: CONFIG }, (g) => (gw = g));
 
 const client = () => connected(sio4(gw.url, { transports: ['websocket'] }));
 

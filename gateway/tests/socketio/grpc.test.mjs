@@ -2,11 +2,9 @@
 // client_id is socket.id, and Control.Publish reaches socket.io and
 // Roomcast-protocol (/ws, roomcast.v1.json) subscribers of one room in one order.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
-  Gateway,
   ack,
-  closeAll,
   collect,
   connected,
   once,
@@ -16,6 +14,7 @@ import {
   sio4,
   sleep,
   until,
+  useGateway,
 } from './lib.mjs';
 
 const CONFIG = `
@@ -29,13 +28,7 @@ history_ttl = "5m"
 `;
 
 let gw;
-before(async () => {
-  gw = await Gateway.start({ config: CONFIG });
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({ config: CONFIG }, (g) => (gw = g));
 
 describe('gRPC Control and socket.io clients', () => {
   test('50 publications reach a 4.x, a 2.x and a /ws client in the same order', async () => {

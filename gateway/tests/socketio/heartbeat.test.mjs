@@ -2,17 +2,11 @@
 // healthy socket.io clients stay, a client that stops answering is dropped
 // and counted in roomcast_ping_timeouts_total.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Gateway, closeAll, connected, rawEngineWs, sio2, sio4, sleep, until, withTimeout } from './lib.mjs';
+import { describe, test } from 'node:test';
+import { connected, rawEngineWs, sio2, sio4, sleep, until, useGateway, withTimeout } from './lib.mjs';
 
 let gw;
-before(async () => {
-  gw = await Gateway.start({ args: ['--ping-interval', '300ms', '--ping-timeout', '200ms'] });
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({ args: ['--ping-interval', '300ms', '--ping-timeout', '200ms'] }, (g) => (gw = g));
 
 const timeouts = async () => (await gw.metric('roomcast_ping_timeouts_total')) ?? 0;
 

@@ -8,6 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
@@ -65,6 +66,23 @@ export function withTimeout(promise, ms, what) {
       timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * One node for a whole test file: started before its tests (`options` as for
+ * `Gateway.start`), handed to `set`, and killed after them with every client
+ * the file opened.
+ */
+export function useGateway(options, set) {
+  let gw;
+  before(async () => {
+    gw = await Gateway.start(options);
+    set(gw);
+  });
+  after(async () => {
+    closeAll();
+    await gw?.kill();
+  });
 }
 
 /**

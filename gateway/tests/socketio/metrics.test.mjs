@@ -2,17 +2,11 @@
 // (roomcast_sessions{protocol="socket.io",transport}), and their activity
 // moves the node's usual counters.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Gateway, ack, closeAll, collect, connected, sio2, sio4, sumMetric, until } from './lib.mjs';
+import { describe, test } from 'node:test';
+import { ack, collect, connected, sio2, sio4, sumMetric, until, useGateway } from './lib.mjs';
 
 let gw;
-before(async () => {
-  gw = await Gateway.start();
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({}, (g) => (gw = g));
 
 const sessions = (text, transport) => sumMetric(text, 'roomcast_sessions', { protocol: 'socket.io', transport });
 

@@ -3,8 +3,19 @@
 // large messages, binary from 2.x clients, and order and completeness of a
 // stream of publications that spans the upgrade.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Gateway, ack, bytesOf, closeAll, collect, connected, publishJson, sio2, sio4, sleep, withTimeout } from './lib.mjs';
+import { describe, test } from 'node:test';
+import {
+  ack,
+  bytesOf,
+  collect,
+  connected,
+  publishJson,
+  sio2,
+  sio4,
+  sleep,
+  useGateway,
+  withTimeout,
+} from './lib.mjs';
 
 const CONFIG = `
 command_rate = 0
@@ -22,13 +33,7 @@ as = "said"
 const TEXTS = ['héllo', '你好，世界', 'emoji 😀🎉 and 𝄞', 'mixed ü 😀 你 \u0000 nul', '"quotes" \\ and \n newline', '12:34:5:'];
 
 let gw;
-before(async () => {
-  gw = await Gateway.start({ config: CONFIG });
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({ config: CONFIG }, (g) => (gw = g));
 
 const clients = {
   '4.x polling': () => sio4(gw.url, { transports: ['polling'] }),

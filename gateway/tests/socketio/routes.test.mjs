@@ -4,12 +4,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
-  Gateway,
   PACKAGE_DIR,
   ack,
-  closeAll,
   collect,
   connected,
   publishJson,
@@ -17,18 +15,13 @@ import {
   sio2,
   sio4,
   sleep,
+  useGateway,
 } from './lib.mjs';
 
 const CHAT = readFileSync(join(PACKAGE_DIR, 'fixtures/chat.roomcast.toml'), 'utf8');
 
 let gw;
-before(async () => {
-  gw = await Gateway.start({ config: CHAT });
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({ config: CHAT }, (g) => (gw = g));
 
 describe('routes: the chat configuration', () => {
   test("two 4.x clients: emit('channel', 'hi') reaches both as 'broadcast'", async () => {

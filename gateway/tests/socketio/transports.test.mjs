@@ -3,17 +3,11 @@
 // Each connects, subscribes with an ack, publishes with the built-in
 // `publish` event and receives the publication as an event.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Gateway, ack, closeAll, collect, connected, sio4, until } from './lib.mjs';
+import { describe, test } from 'node:test';
+import { ack, collect, connected, sio4, until, useGateway } from './lib.mjs';
 
 let gw;
-before(async () => {
-  gw = await Gateway.start();
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({}, (g) => (gw = g));
 
 describe('socket.io-client 4.x transports', () => {
   test('the Engine.IO v4 polling handshake answers an OPEN packet', async () => {

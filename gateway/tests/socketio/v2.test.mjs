@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Gateway, PACKAGE_DIR, ack, closeAll, collect, connected, publishJson, sio2, until } from './lib.mjs';
+import { describe, test } from 'node:test';
+import { PACKAGE_DIR, ack, collect, connected, publishJson, sio2, until, useGateway } from './lib.mjs';
 
 const CONFIG = `${readFileSync(join(PACKAGE_DIR, 'fixtures/chat.roomcast.toml'), 'utf8')}
 [namespaces.v2]
@@ -28,13 +28,7 @@ function decodeV3Payload(body) {
 }
 
 let gw;
-before(async () => {
-  gw = await Gateway.start({ config: CONFIG });
-});
-after(async () => {
-  closeAll();
-  await gw?.kill();
-});
+useGateway({ config: CONFIG }, (g) => (gw = g));
 
 describe('socket.io-client 2.x', () => {
   test('the Engine.IO v3 polling handshake answers a v3 payload with an OPEN packet', async () => {
