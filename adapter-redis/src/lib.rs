@@ -29,6 +29,7 @@ mod codec;
 mod config;
 mod keys;
 mod metrics;
+mod publisher;
 mod scripts;
 mod shard;
 
@@ -43,8 +44,9 @@ use metrics::Metrics;
 use parking_lot::Mutex;
 use redis::AsyncCommands;
 use roomcast_adapter::{
-    now_unix_micros, Adapter, AdapterError, Handler, HistoryQuery, HistoryResult, NodeInfo,
-    NodeReply, NodeRequest, PresenceEvent, PublishRequest, PublishResult, StreamPosition,
+    now_unix_micros, Accepting, Adapter, AdapterError, Handler, HistoryQuery, HistoryResult,
+    NodeInfo, NodeReply, NodeRequest, PresenceEvent, PublishRequest, PublishResult, RoomEvent,
+    StreamPosition,
 };
 use roomcast_proto::v1 as pb;
 use scripts::Scripts;
@@ -54,7 +56,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Surveys received and not yet answered; more are dropped (and counted).
@@ -138,6 +140,24 @@ impl Inner {
         }
     }
 
+    /// Loads the publish script on a shard (at connect, and when Redis
+    /// answers `NOSCRIPT`): publications are sent by its hash alone.
+    pub(crate) async fn load_scripts(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<(), AdapterError> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(scripts::PUBLISH);
+        let hash: String = self.timed(load.query_async(conn)).await?;
+        if hash != self.scripts.publish.get_hash() {
+            return Err(AdapterError::Protocol(format!(
+                "Redis hashed the publish script as {hash}, not {}",
+                self.scripts.publish.get_hash()
+            )));
+        }
+        Ok(())
+    }
+
     fn refresh_health(&self) {
         let up = !self.closed.load(Ordering::SeqCst)
             && self.shards.iter().all(|s| s.up.load(Ordering::SeqCst));
@@ -148,12 +168,13 @@ impl Inner {
         });
     }
 
-    /// A room envelope arrived on `shard`'s pub/sub connection.
-    fn deliver(&self, shard: &Shard, payload: &[u8]) {
-        let Some(handler) = self.handler.get() else {
+    /// A room envelope arrived on `shard`'s pub/sub connection: decodes it
+    /// into `batch`, or counts it dropped.
+    fn decode_room(&self, shard: &Shard, payload: &[u8], batch: &mut Vec<(String, RoomEvent)>) {
+        if self.handler.get().is_none() {
             self.metrics.dropped.increment(1);
             return;
-        };
+        }
         let (room, event, time) = match codec::decode_envelope(Bytes::copy_from_slice(payload)) {
             Ok(decoded) => decoded,
             Err(e) => {
@@ -170,7 +191,17 @@ impl Inner {
             let lag = (now_unix_micros() - time).max(0) as f64 / 1e6;
             self.metrics.lag.record(lag);
         }
-        handler.on_room_event(&room, event);
+        batch.push((room, event));
+    }
+
+    /// Hands what one wake-up brought to the handler.
+    fn deliver(&self, batch: &mut Vec<(String, RoomEvent)>) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Some(handler) = self.handler.get() {
+            handler.on_room_events(std::mem::take(batch));
+        }
     }
 
     fn on_survey(&self, payload: &[u8]) {
@@ -277,10 +308,13 @@ impl RedisAdapter {
     pub async fn connect(config: RedisConfig) -> Result<Self, AdapterError> {
         config.validate()?;
         let mut shards = Vec::with_capacity(config.urls.len());
+        let mut queues = Vec::with_capacity(config.urls.len());
         for url in &config.urls {
             let client = redis::Client::open(url.as_str())
                 .map_err(|e| AdapterError::Unavailable(format!("bad Redis URL {url:?}: {e}")))?;
-            shards.push(Shard::new(url.clone(), client));
+            let (jobs, queue) = mpsc::unbounded_channel();
+            shards.push(Shard::new(url.clone(), client, jobs));
+            queues.push(queue);
         }
         let (surveys_in, surveys_out) = mpsc::channel(SURVEY_QUEUE);
         let inner = Arc::new(Inner {
@@ -297,9 +331,12 @@ impl RedisAdapter {
             closed: AtomicBool::new(false),
             config,
         });
-        let tasks = (0..inner.shards.len())
+        let mut tasks: Vec<JoinHandle<()>> = (0..inner.shards.len())
             .map(|i| tokio::spawn(shard::supervise(inner.clone(), i)))
             .collect();
+        for (i, queue) in queues.into_iter().enumerate() {
+            tasks.push(tokio::spawn(publisher::run(inner.clone(), i, queue)));
+        }
         let adapter = Self {
             inner,
             tasks: Mutex::new(tasks),
@@ -371,12 +408,13 @@ impl Adapter for RedisAdapter {
         Ok(())
     }
 
-    async fn publish(&self, request: PublishRequest) -> Result<PublishResult, AdapterError> {
-        let inner = &self.inner;
-        inner.check_open()?;
+    fn publish(&self, request: PublishRequest) -> Accepting {
+        let inner = self.inner.clone();
+        if let Err(e) = inner.check_open() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         let started = Instant::now();
         let index = self.shard_of(&request.room);
-        let mut conn = inner.conn(index)?;
         let channel = inner.names.room_channel(&request.room);
         let publication = pb::Publication {
             offset: 0,
@@ -385,28 +423,28 @@ impl Adapter for RedisAdapter {
             binary: request.binary,
             time_unix_micros: now_unix_micros(),
         };
-        let result = if !request.history.enabled() {
+        let scripted = request.history.enabled();
+        let cmd = if !scripted {
+            // No history, no script: one PUBLISH, and nothing kept.
             let payload = codec::publication_envelope(
                 &request.room,
                 publication,
                 "",
                 &request.exclude_client_id,
             );
-            inner
-                .timed(conn.publish::<_, _, i64>(channel, payload))
-                .await?;
-            PublishResult {
-                offset: 0,
-                epoch: String::new(),
-            }
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(channel).arg(payload);
+            cmd
         } else {
             let parts =
                 codec::envelope_parts(&request.room, publication, &request.exclude_client_id);
             let idempotent = !request.idempotency_key.is_empty();
-            let mut call = inner.scripts.publish.prepare_invoke();
-            call.key(inner.names.meta(&request.room))
-                .key(inner.names.history(&request.room))
-                .key(
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(inner.scripts.publish.get_hash())
+                .arg(3)
+                .arg(inner.names.meta(&request.room))
+                .arg(inner.names.history(&request.room))
+                .arg(
                     inner
                         .names
                         .idempotency(&request.room, &request.idempotency_key),
@@ -419,15 +457,31 @@ impl Adapter for RedisAdapter {
                 .arg(parts.room_field)
                 .arg(parts.publication)
                 .arg(parts.exclude_field);
-            let reply: redis::Value = inner.timed(call.invoke_async(&mut conn)).await?;
-            let (offset, epoch) = scripts::parse_publish(&reply)?;
-            PublishResult { offset, epoch }
+            cmd
         };
-        inner
-            .metrics
-            .publish_duration
-            .record(started.elapsed().as_secs_f64());
-        Ok(result)
+        let (reply, answer) = oneshot::channel();
+        let job = publisher::Job { cmd, reply };
+        if inner.shards[index].jobs.send(job).is_err() {
+            return Box::pin(std::future::ready(Err(AdapterError::Closed)));
+        }
+        inner.metrics.publish_queue.increment(1.0);
+        Box::pin(async move {
+            let value = answer.await.map_err(|_| AdapterError::Closed)??;
+            let result = if scripted {
+                let (offset, epoch) = scripts::parse_publish(&value)?;
+                PublishResult { offset, epoch }
+            } else {
+                PublishResult {
+                    offset: 0,
+                    epoch: String::new(),
+                }
+            };
+            inner
+                .metrics
+                .publish_duration
+                .record(started.elapsed().as_secs_f64());
+            Ok(result)
+        })
     }
 
     async fn publish_presence_event(

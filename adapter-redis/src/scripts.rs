@@ -23,7 +23,7 @@ use roomcast_adapter::AdapterError;
 /// Returns `{offset, epoch}`. The envelope is assembled here because only
 /// here is the offset known; protobuf fields may come in any order, so the
 /// offset field is prepended to the publication the node encoded.
-const PUBLISH: &str = r#"
+pub(crate) const PUBLISH: &str = r#"
 local function varint(n)
   local out = {}
   while n >= 128 do

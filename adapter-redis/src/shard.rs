@@ -3,8 +3,9 @@
 //! connections alive (connect, re-subscribe, receive, probe, back off, retry).
 
 use crate::keys::Incoming;
+use crate::publisher::Jobs;
 use crate::Inner;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -19,6 +20,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// client pairs one confirmation with one request, and a multi-channel
 /// SUBSCRIBE answers with one confirmation per channel.
 const RESUBSCRIBE_CONCURRENCY: usize = 128;
+
+/// Most room events handed to the hub at once.
+const DELIVER_BATCH: usize = 256;
 
 /// One shard's connections and rooms.
 pub(crate) struct Shard {
@@ -35,11 +39,14 @@ pub(crate) struct Shard {
     pub rooms: RwLock<HashSet<String>>,
     /// Both connections are established and the pub/sub one answers probes.
     pub up: AtomicBool,
+    /// Publications for this shard's pipeline task.
+    pub jobs: Jobs,
 }
 
 impl Shard {
-    pub fn new(url: String, client: redis::Client) -> Self {
+    pub fn new(url: String, client: redis::Client, jobs: Jobs) -> Self {
         Self {
+            jobs,
             url,
             client,
             conn: Mutex::new(None),
@@ -124,10 +131,17 @@ async fn connect(inner: &Inner, index: usize) -> redis::RedisResult<Connected> {
     let shard = &inner.shards[index];
     let config =
         redis::AsyncConnectionConfig::new().set_connection_timeout(inner.config.connect_timeout);
-    let conn = shard
+    let mut conn = shard
         .client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
+    if let Err(e) = inner.load_scripts(&mut conn).await {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::ResponseError,
+            "cannot load the publish script",
+            e.to_string(),
+        )));
+    }
     let (mut sink, stream) = shard.client.get_async_pubsub().await?.split();
     sink.subscribe(&inner.names.ping).await?;
     if index == 0 {
@@ -173,21 +187,36 @@ async fn serve(inner: &Arc<Inner>, index: usize, c: Connected) -> String {
     probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_pong = Instant::now();
     let mut stream = c.stream;
+    let mut batch = Vec::with_capacity(DELIVER_BATCH);
     loop {
         tokio::select! {
             msg = stream.next() => {
                 let Some(msg) = msg else {
                     return "pub/sub connection closed".into();
                 };
-                match inner.names.classify(msg.get_channel_name()) {
-                    Incoming::Room => inner.deliver(shard, msg.get_payload_bytes()),
-                    Incoming::Ping => last_pong = Instant::now(),
-                    Incoming::Survey => inner.on_survey(msg.get_payload_bytes()),
-                    Incoming::Reply => inner.on_reply(msg.get_payload_bytes()),
-                    Incoming::Other => {
-                        inner.metrics.dropped.increment(1);
+                // Everything already received goes to the hub together.
+                let mut next = Some(msg);
+                let mut ended = false;
+                while let Some(msg) = next.take() {
+                    match inner.names.classify(msg.get_channel_name()) {
+                        Incoming::Room => inner.decode_room(shard, msg.get_payload_bytes(), &mut batch),
+                        Incoming::Ping => last_pong = Instant::now(),
+                        Incoming::Survey => inner.on_survey(msg.get_payload_bytes()),
+                        Incoming::Reply => inner.on_reply(msg.get_payload_bytes()),
+                        Incoming::Other => inner.metrics.dropped.increment(1),
                     }
-                };
+                    if batch.len() < DELIVER_BATCH {
+                        match stream.next().now_or_never() {
+                            Some(Some(m)) => next = Some(m),
+                            Some(None) => ended = true,
+                            None => {}
+                        }
+                    }
+                }
+                inner.deliver(&mut batch);
+                if ended {
+                    return "pub/sub connection closed".into();
+                }
             }
             _ = probe.tick() => {
                 if last_pong.elapsed() > probe_every + probe_grace {

@@ -23,6 +23,9 @@ pub use types::*;
 use async_trait::async_trait;
 use std::sync::Arc;
 
+/// The answer to [`Adapter::publish`], on its way.
+pub type Accepting = futures::future::BoxFuture<'static, Result<PublishResult, AdapterError>>;
+
 /// How nodes share publications. Every implementation must pass
 /// [`testing::run_conformance`].
 #[async_trait]
@@ -33,9 +36,15 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Accepts a publication: assigns its offset, keeps it in the room's
     /// history when `options.history_size > 0`, and delivers it to every node
-    /// subscribed to the room (this one included). Publications to one room
-    /// are delivered in the order this method accepted them.
-    async fn publish(&self, request: PublishRequest) -> Result<PublishResult, AdapterError>;
+    /// subscribed to the room (this one included).
+    ///
+    /// The publication's place in its room's order is fixed before this
+    /// returns: of two calls for one room, the first is delivered first,
+    /// whichever returned future is awaited first or at all. The future
+    /// only waits for the answer, so a caller may have many publications
+    /// in flight (a client's pipeline, a gRPC stream) and still keep their
+    /// order. Dropping it does not withdraw the publication.
+    fn publish(&self, request: PublishRequest) -> Accepting;
 
     /// Delivers a join or leave event to every node subscribed to the room.
     /// Not kept in history.
@@ -79,6 +88,14 @@ pub trait Adapter: Send + Sync + 'static {
 pub trait Handler: Send + Sync + 'static {
     /// A room event arrived for a room this node subscribed to.
     fn on_room_event(&self, room: &str, event: RoomEvent);
+
+    /// Several room events arrived at once, in order (an adapter hands over
+    /// everything one wake-up of its connection brought).
+    fn on_room_events(&self, events: Vec<(String, RoomEvent)>) {
+        for (room, event) in events {
+            self.on_room_event(&room, event);
+        }
+    }
 
     /// A survey reached this node; the answer covers local sessions only.
     fn on_request(&self, request: &NodeRequest) -> NodeReply;

@@ -3,9 +3,9 @@
 //! process (used by tests and by the conformance suite).
 
 use crate::{
-    new_epoch, now_unix_micros, Adapter, AdapterError, Handler, HistoryOptions, HistoryQuery,
-    HistoryResult, NodeInfo, NodeReply, NodeRequest, PresenceEvent, Publication, PublishRequest,
-    PublishResult, RoomEvent, StreamPosition,
+    new_epoch, now_unix_micros, Accepting, Adapter, AdapterError, Handler, HistoryOptions,
+    HistoryQuery, HistoryResult, NodeInfo, NodeReply, NodeRequest, PresenceEvent, Publication,
+    PublishRequest, PublishResult, RoomEvent, StreamPosition,
 };
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
@@ -143,49 +143,9 @@ impl MemoryAdapter {
             .cloned()
             .ok_or(AdapterError::Closed)
     }
-}
 
-impl std::fmt::Debug for MemoryAdapter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryAdapter")
-            .field("node_id", &self.node_id)
-            .finish_non_exhaustive()
-    }
-}
-
-fn current(rooms: &mut HashMap<String, RoomHistory>, room: &str, now: Instant) -> Option<()> {
-    if rooms.get(room).is_some_and(|h| h.expires <= now) {
-        rooms.remove(room);
-    }
-    rooms.get(room).map(|_| ())
-}
-
-#[async_trait]
-impl Adapter for MemoryAdapter {
-    async fn start(&self, handler: Arc<dyn Handler>) -> Result<(), AdapterError> {
-        let mut nodes = self.bus.inner.nodes.write();
-        nodes.retain(|n| n.id != self.node_id);
-        nodes.push(Arc::new(NodeSlot {
-            id: self.node_id.clone(),
-            handler,
-            rooms: Mutex::new(HashSet::new()),
-        }));
-        drop(nodes);
-        let weak = Arc::downgrade(&self.bus.inner);
-        *self.sweeper.lock() = Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            loop {
-                tick.tick().await;
-                match weak.upgrade() {
-                    Some(bus) => bus.sweep(),
-                    None => return,
-                }
-            }
-        }));
-        Ok(())
-    }
-
-    async fn publish(&self, request: PublishRequest) -> Result<PublishResult, AdapterError> {
+    /// Accepts a publication at once (see [`Adapter::publish`]).
+    fn publish_now(&self, request: PublishRequest) -> Result<PublishResult, AdapterError> {
         let bus = &self.bus.inner;
         let _order = bus.stripe(&request.room).lock();
         let now = Instant::now();
@@ -243,6 +203,51 @@ impl Adapter for MemoryAdapter {
             },
         );
         Ok(result)
+    }
+}
+
+impl std::fmt::Debug for MemoryAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryAdapter")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn current(rooms: &mut HashMap<String, RoomHistory>, room: &str, now: Instant) -> Option<()> {
+    if rooms.get(room).is_some_and(|h| h.expires <= now) {
+        rooms.remove(room);
+    }
+    rooms.get(room).map(|_| ())
+}
+
+#[async_trait]
+impl Adapter for MemoryAdapter {
+    async fn start(&self, handler: Arc<dyn Handler>) -> Result<(), AdapterError> {
+        let mut nodes = self.bus.inner.nodes.write();
+        nodes.retain(|n| n.id != self.node_id);
+        nodes.push(Arc::new(NodeSlot {
+            id: self.node_id.clone(),
+            handler,
+            rooms: Mutex::new(HashSet::new()),
+        }));
+        drop(nodes);
+        let weak = Arc::downgrade(&self.bus.inner);
+        *self.sweeper.lock() = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(bus) => bus.sweep(),
+                    None => return,
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    fn publish(&self, request: PublishRequest) -> Accepting {
+        Box::pin(std::future::ready(self.publish_now(request)))
     }
 
     async fn publish_presence_event(

@@ -177,6 +177,7 @@ where
     let b = start(&make, "b").await;
     publications_reach_subscribed_nodes_in_order(&a, &b).await;
     unsubscribe_stops_delivery(&a, &b).await;
+    publications_in_flight_together_keep_their_order(&a, &b).await;
     history_offsets_and_recovery(&a, &b).await;
     epoch_exists_before_the_first_publication(&a, &b).await;
     rooms_without_history(&a).await;
@@ -222,6 +223,53 @@ pub async fn publications_reach_subscribed_nodes_in_order(a: &TestNode, b: &Test
         a.handler.publications(&r).is_empty(),
         "an unsubscribed node got events"
     );
+}
+
+/// Publications started together, with and without history and over
+/// several rooms, keep the order in which `publish` was called, even when
+/// their answers are awaited last first; offsets follow that order too.
+pub async fn publications_in_flight_together_keep_their_order(a: &TestNode, b: &TestNode) {
+    let kept = room("inflight.kept");
+    let plain = room("inflight.plain");
+    b.adapter.subscribe(&kept).await.unwrap();
+    b.adapter.subscribe(&plain).await.unwrap();
+    let mut answers = Vec::new();
+    for i in 0..300 {
+        let (r, opts) = if i % 2 == 0 {
+            (&kept, history(1000))
+        } else {
+            (&plain, history(0))
+        };
+        answers.push(a.adapter.publish(request(r, &format!("{i}"), opts)));
+    }
+    let mut offsets = Vec::new();
+    while let Some(answer) = answers.pop() {
+        offsets.push(answer.await.unwrap().offset);
+    }
+    offsets.reverse();
+    let kept_offsets: Vec<u64> = offsets.iter().step_by(2).copied().collect();
+    assert_eq!(kept_offsets, (1..=150).collect::<Vec<u64>>());
+    assert!(offsets.iter().skip(1).step_by(2).all(|o| *o == 0));
+    b.handler
+        .wait_for("300 publications", |e| {
+            e.iter().filter(|(x, _)| *x == kept || *x == plain).count() >= 300
+        })
+        .await;
+    let datas = |r: &str| -> Vec<String> {
+        b.handler
+            .publications(r)
+            .iter()
+            .map(|(_, d)| String::from_utf8(d.to_vec()).unwrap())
+            .collect()
+    };
+    let want = |parity: usize| -> Vec<String> {
+        (0..300)
+            .filter(|i| i % 2 == parity)
+            .map(|i| i.to_string())
+            .collect()
+    };
+    assert_eq!(datas(&kept), want(0));
+    assert_eq!(datas(&plain), want(1));
 }
 
 /// After unsubscribe a node receives nothing more for the room.

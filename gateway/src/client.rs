@@ -12,9 +12,12 @@
 use crate::auth::Grant;
 use crate::config::OverflowPolicy;
 use crate::outbound::{Control, Outbound, OutboundQueue};
+use crate::pipeline::{Outcome, Pipeline};
 use crate::protocol::{Data, ErrorCode, ServerEvent, Subprotocol};
 use crate::Node;
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use roomcast_adapter::{
     ClientInfo, NodeReply, NodeRequest, PresenceEvent, PublishRequest, StreamPosition,
 };
@@ -162,13 +165,21 @@ impl RateLimit {
 /// A failed command: the error the client gets.
 pub type Refusal = (ErrorCode, String);
 
+/// Membership changes in flight for one room.
+struct PendingRoom {
+    /// Whether the client is in the room once they have all run.
+    member: bool,
+    /// How many are in flight.
+    ops: u32,
+}
+
 /// The state of one client that its front-end task owns.
 pub struct Client {
     /// The node.
     pub node: Arc<Node>,
     /// What the hub sees.
     pub shared: Arc<ClientShared>,
-    /// Rooms it is subscribed to.
+    /// Rooms it is subscribed to (as of the last finished operation).
     pub rooms: HashSet<String>,
     /// Where each room stood when the client joined it (the front-end
     /// moves these on as it writes publications, when it tracks them).
@@ -177,6 +188,12 @@ pub struct Client {
     pub grant: Option<Grant>,
     /// When its token expires.
     pub expires: Option<Instant>,
+    /// Commands waiting on the adapter. The front-end polls
+    /// [`Client::next_outcome`] and hands each outcome to [`Client::apply`].
+    pub pipeline: Pipeline,
+    /// Subscribes and unsubscribes still in the pipeline, by room: the
+    /// checks of later commands see the rooms as they will be.
+    pending_rooms: HashMap<String, PendingRoom>,
     rate: RateLimit,
 }
 
@@ -192,6 +209,8 @@ impl Client {
             positions: HashMap::new(),
             grant: None,
             expires: None,
+            pipeline: Pipeline::default(),
+            pending_rooms: HashMap::new(),
         }
     }
 
@@ -213,8 +232,26 @@ impl Client {
         self.rate.allow(Instant::now())
     }
 
-    /// Queues a reply frame (replies are never dropped by a policy).
-    pub fn reply_frame(&self, f: Bytes) {
+    /// Whether the pipeline is full: the front-end reads no more commands
+    /// until an outcome frees a place. Counts the first time it fills.
+    pub fn pipeline_full(&self) -> bool {
+        self.pipeline.len() >= self.node.config.max_pending_commands
+    }
+
+    /// Queues a reply frame (replies are never dropped by a policy), behind
+    /// the commands still in flight.
+    pub fn reply_frame(&mut self, f: Bytes) {
+        if f.is_empty() {
+            return;
+        }
+        if self.pipeline.is_empty() {
+            self.push_reply(f);
+        } else {
+            self.pipeline.push_reply(f);
+        }
+    }
+
+    fn push_reply(&self, f: Bytes) {
         if !f.is_empty() {
             self.shared
                 .queue
@@ -223,22 +260,20 @@ impl Client {
     }
 
     /// Queues a reply to command `id` (none for 0).
-    pub fn reply(&self, id: u64, event: &ServerEvent<'_>) {
+    pub fn reply(&mut self, id: u64, event: &ServerEvent<'_>) {
         if id != 0 {
-            self.reply_frame(self.shared.encode(id, event));
+            let f = self.shared.encode(id, event);
+            self.reply_frame(f);
         }
     }
 
     /// Counts and queues an error reply.
-    pub fn error(&self, id: u64, code: ErrorCode, message: &str) {
-        self.node.metrics.command_error(code.as_str());
-        self.reply_frame(
-            self.shared
-                .encode(id, &ServerEvent::Error { code, message }),
-        );
+    pub fn error(&mut self, id: u64, code: ErrorCode, message: &str) {
+        let f = error_frame(&self.node, &self.shared, id, code, message);
+        self.reply_frame(f);
     }
 
-    fn refuse(&self, id: u64, (code, message): Refusal) {
+    fn refuse(&mut self, id: u64, (code, message): Refusal) {
         self.error(id, code, &message);
     }
 
@@ -262,94 +297,206 @@ impl Client {
         Ok(())
     }
 
+    /// Whether the client is in `room` once the commands in flight have run.
+    pub fn is_member(&self, room: &str) -> bool {
+        match self.pending_rooms.get(room) {
+            Some(p) => p.member,
+            None => self.rooms.contains(room),
+        }
+    }
+
+    fn member_count(&self) -> usize {
+        let joining = self
+            .pending_rooms
+            .iter()
+            .filter(|(r, p)| p.member && !self.rooms.contains(*r))
+            .count();
+        let leaving = self
+            .pending_rooms
+            .iter()
+            .filter(|(r, p)| !p.member && self.rooms.contains(*r))
+            .count();
+        self.rooms.len() + joining - leaving
+    }
+
+    fn plan_membership(&mut self, room: &str, member: bool) {
+        let p = self
+            .pending_rooms
+            .entry(room.to_owned())
+            .or_insert(PendingRoom { member, ops: 0 });
+        p.member = member;
+        p.ops += 1;
+    }
+
+    fn settle_membership(&mut self, room: &str) {
+        if let Some(p) = self.pending_rooms.get_mut(room) {
+            p.ops -= 1;
+            if p.ops == 0 {
+                self.pending_rooms.remove(room);
+            }
+        }
+    }
+
+    /// Starts an operation, or queues it behind what it must follow. One
+    /// that can finish at once (the memory adapter) is applied at once.
+    fn start(
+        &mut self,
+        exclusive: bool,
+        start: impl FnOnce() -> BoxFuture<'static, Outcome> + Send + 'static,
+    ) {
+        if !self.pipeline.may_start_now(exclusive) {
+            self.pipeline.push(exclusive, start);
+            return;
+        }
+        let mut fut = start();
+        if self.pipeline.is_empty() {
+            if let Some(outcome) = (&mut fut).now_or_never() {
+                self.apply(outcome);
+                return;
+            }
+        }
+        self.pipeline.push_started(exclusive, fut);
+    }
+
+    /// The next outcome of the pipeline, in command order; pending while
+    /// the oldest command waits, `None` when nothing is in flight.
+    pub async fn next_outcome(&mut self) -> Option<Outcome> {
+        self.pipeline.next().await
+    }
+
+    /// Applies what a finished operation left: its reply, and the change
+    /// to the client's rooms.
+    pub fn apply(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Reply(f) => self.push_reply(f),
+            Outcome::Joined { room, result, id } => {
+                self.settle_membership(&room);
+                match result {
+                    Ok(start) => {
+                        self.positions.insert(room.clone(), start);
+                        self.rooms.insert(room);
+                    }
+                    Err((code, message)) => {
+                        let f = error_frame(&self.node, &self.shared, id, code, &message);
+                        self.push_reply(f);
+                    }
+                }
+            }
+            Outcome::Left { room, frame } => {
+                self.settle_membership(&room);
+                self.rooms.remove(&room);
+                self.positions.remove(&room);
+                self.push_reply(frame);
+            }
+        }
+    }
+
+    /// Runs the pipeline to its end, applying every outcome (front-ends
+    /// that handle one command at a time, and the end of a session).
+    pub async fn settle(&mut self) {
+        while let Some(outcome) = self.pipeline.next().await {
+            self.apply(outcome);
+        }
+    }
+
     /// `subscribe`: checks, then joins; the hub queues the reply and what
     /// the client missed.
-    pub async fn subscribe(&mut self, room: String, since: Option<StreamPosition>, id: u64) {
+    pub fn subscribe(&mut self, room: String, since: Option<StreamPosition>, id: u64) {
         if let Err(r) = self.check_room(&room, |g, r| g.may_subscribe(r)) {
             return self.refuse(id, r);
         }
-        if self.rooms.contains(&room) {
+        if self.is_member(&room) {
             return self.error(id, ErrorCode::BadRequest, "already subscribed");
         }
-        if self.rooms.len() >= self.node.config.max_rooms_per_session {
+        if self.member_count() >= self.node.config.max_rooms_per_session {
             let msg = format!(
                 "at most {} rooms per session",
                 self.node.config.max_rooms_per_session
             );
             return self.error(id, ErrorCode::TooManyRequests, &msg);
         }
-        self.join(room, since, id).await;
+        self.join(room, since, id);
     }
 
     /// Joins a room without the checks of a client command (the node's own
     /// decisions: gRPC `Subscribe`, socket.io `join` lists).
-    pub async fn join(&mut self, room: String, since: Option<StreamPosition>, id: u64) {
-        let hub = self.node.hub.clone();
-        match hub.subscribe(&self.shared, &room, since, id).await {
-            Ok(start) => {
-                hub.announce(&room, PresenceEvent::Join(self.shared.info(hub.node_id())))
-                    .await;
-                self.positions.insert(room.clone(), start);
-                self.rooms.insert(room);
-            }
-            Err(e) => {
-                let code = e.code();
-                self.error(id, code, &e.to_string());
-            }
+    pub fn join(&mut self, room: String, since: Option<StreamPosition>, id: u64) {
+        if self.is_member(&room) {
+            return self.error(id, ErrorCode::BadRequest, "already subscribed");
         }
+        self.plan_membership(&room, true);
+        let hub = self.node.hub.clone();
+        let shared = self.shared.clone();
+        self.start(true, move || {
+            async move {
+                let result = match hub.subscribe(&shared, &room, since, id).await {
+                    Ok(start) => {
+                        hub.announce(&room, PresenceEvent::Join(shared.info(hub.node_id())))
+                            .await;
+                        Ok(start)
+                    }
+                    Err(e) => Err((e.code(), e.to_string())),
+                };
+                Outcome::Joined { room, result, id }
+            }
+            .boxed()
+        });
     }
 
     /// `unsubscribe`.
-    pub async fn unsubscribe(&mut self, room: &str, id: u64) {
-        if !self.rooms.contains(room) {
+    pub fn unsubscribe(&mut self, room: &str, id: u64) {
+        if !self.is_member(room) {
             return self.error(id, ErrorCode::NotFound, "not subscribed");
         }
-        self.leave(room).await;
-        self.reply(id, &ServerEvent::Unsubscribed { room });
+        let frame = if id == 0 {
+            Bytes::new()
+        } else {
+            self.shared.encode(id, &ServerEvent::Unsubscribed { room })
+        };
+        self.leave(room, frame);
     }
 
-    /// Leaves a room (no reply).
-    pub async fn leave(&mut self, room: &str) {
-        self.rooms.remove(room);
-        self.positions.remove(room);
+    /// Leaves a room, then sends `frame` (may be empty).
+    pub fn leave(&mut self, room: &str, frame: Bytes) {
+        self.plan_membership(room, false);
         let hub = self.node.hub.clone();
-        if hub.unsubscribe(&self.shared, room).await {
-            hub.announce(room, PresenceEvent::Leave(self.shared.info(hub.node_id())))
-                .await;
-        }
+        let shared = self.shared.clone();
+        let room = room.to_owned();
+        self.start(true, move || {
+            async move {
+                if hub.unsubscribe(&shared, &room).await {
+                    hub.announce(&room, PresenceEvent::Leave(shared.info(hub.node_id())))
+                        .await;
+                }
+                Outcome::Left { room, frame }
+            }
+            .boxed()
+        });
     }
 
-    /// `publish`: checks, then hands the publication to the adapter.
-    /// Returns its offset when accepted (the reply is already queued).
-    pub async fn publish(&mut self, room: String, event: String, data: Data, id: u64) -> bool {
+    /// `publish`: checks, then hands the publication to the adapter; the
+    /// reply follows when the adapter has accepted it.
+    pub fn publish(&mut self, room: String, event: String, data: Data, id: u64) {
         if let Err(r) = self.check_room(&room, |g, r| g.may_publish(r)) {
-            self.refuse(id, r);
-            return false;
+            return self.refuse(id, r);
         }
         let ns = self.node.hub.namespaces().for_room(&room);
         if !ns.client_publish {
-            self.error(
+            return self.error(
                 id,
                 ErrorCode::Forbidden,
                 "clients may not publish in this namespace",
             );
-            return false;
         }
-        self.publish_unchecked(room, event, data, id).await
+        self.publish_unchecked(room, event, data, id);
     }
 
     /// Publishes without the client-publish checks (a socket.io event the
     /// configuration routes to a room).
-    pub async fn publish_unchecked(
-        &mut self,
-        room: String,
-        event: String,
-        data: Data,
-        id: u64,
-    ) -> bool {
+    pub fn publish_unchecked(&mut self, room: String, event: String, data: Data, id: u64) {
         let ns = self.node.hub.namespaces().for_room(&room);
         let request = PublishRequest {
-            room: room.clone(),
+            room,
             event,
             data: data.bytes,
             binary: data.binary,
@@ -357,32 +504,48 @@ impl Client {
             idempotency_key: String::new(),
             history: ns.history(),
         };
-        match self.node.hub.adapter().publish(request).await {
-            Ok(res) => {
-                self.node.metrics.publication("client");
-                self.reply(
-                    id,
-                    &ServerEvent::Published {
-                        room: &room,
-                        offset: res.offset,
-                    },
-                );
-                true
+        let node = self.node.clone();
+        let shared = self.shared.clone();
+        self.start(false, move || {
+            let room = request.room.clone();
+            // The publication's place in its room is fixed here, when the
+            // operation starts; the future only waits for the answer.
+            let accepted = node.hub.adapter().publish(request);
+            async move {
+                let frame = match accepted.await {
+                    Ok(res) => {
+                        node.metrics.publication("client");
+                        if id == 0 {
+                            Bytes::new()
+                        } else {
+                            shared.encode(
+                                id,
+                                &ServerEvent::Published {
+                                    room: &room,
+                                    offset: res.offset,
+                                },
+                            )
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(room, error = %e, "client publish failed");
+                        error_frame(
+                            &node,
+                            &shared,
+                            id,
+                            ErrorCode::Internal,
+                            "publication not accepted: adapter unavailable",
+                        )
+                    }
+                };
+                Outcome::Reply(frame)
             }
-            Err(e) => {
-                tracing::warn!(room, error = %e, "client publish failed");
-                self.error(
-                    id,
-                    ErrorCode::Internal,
-                    "publication not accepted: adapter unavailable",
-                );
-                false
-            }
-        }
+            .boxed()
+        });
     }
 
     /// `presence`.
-    pub async fn presence(&mut self, room: String, id: u64) {
+    pub fn presence(&mut self, room: String, id: u64) {
         if let Err(r) = self.check_room(&room, |g, r| g.may_subscribe(r)) {
             return self.refuse(id, r);
         }
@@ -393,47 +556,54 @@ impl Client {
                 "presence is not enabled in this namespace",
             );
         }
-        match self
-            .node
-            .hub
-            .adapter()
-            .survey(NodeRequest::Presence { room: room.clone() })
-            .await
-        {
-            Ok(replies) => {
-                let clients = merge_presence(replies);
-                self.reply(
-                    id,
-                    &ServerEvent::Presence {
-                        room: &room,
-                        clients: &clients,
-                    },
-                );
+        let node = self.node.clone();
+        let shared = self.shared.clone();
+        self.start(false, move || {
+            async move {
+                let asked = node
+                    .hub
+                    .adapter()
+                    .survey(NodeRequest::Presence { room: room.clone() });
+                let frame = match asked.await {
+                    Ok(replies) => {
+                        let clients = merge_presence(replies);
+                        shared.encode(
+                            id,
+                            &ServerEvent::Presence {
+                                room: &room,
+                                clients: &clients,
+                            },
+                        )
+                    }
+                    Err(e) => error_frame(
+                        &node,
+                        &shared,
+                        id,
+                        ErrorCode::Internal,
+                        &format!("presence unavailable: {e}"),
+                    ),
+                };
+                Outcome::Reply(frame)
             }
-            Err(e) => self.error(
-                id,
-                ErrorCode::Internal,
-                &format!("presence unavailable: {e}"),
-            ),
-        }
+            .boxed()
+        });
     }
 
     /// gRPC `Subscribe`/`Unsubscribe` for this client. Returns the close a
     /// gRPC `Disconnect` asks for.
-    pub async fn control(&mut self, c: Control) -> Option<(u16, String)> {
+    pub fn control(&mut self, c: Control) -> Option<(u16, String)> {
         match c {
             Control::Subscribe(room) => {
-                if !self.rooms.contains(&room) {
-                    self.join(room, None, 0).await;
+                if !self.is_member(&room) {
+                    self.join(room, None, 0);
                 }
             }
             Control::Unsubscribe(room) => {
-                if self.rooms.contains(&room) {
-                    self.leave(&room).await;
+                if self.is_member(&room) {
                     let f = self
                         .shared
                         .encode(0, &ServerEvent::Unsubscribed { room: &room });
-                    self.reply_frame(f);
+                    self.leave(&room, f);
                 }
             }
             Control::Close(code, reason) => return Some((code, reason)),
@@ -441,10 +611,12 @@ impl Client {
         None
     }
 
-    /// Leaves every room and the hub.
+    /// Lets what is in flight finish, then leaves every room and the hub.
     pub async fn cleanup(&mut self) {
+        self.settle().await;
         let hub = self.node.hub.clone();
         let rooms: Vec<String> = self.rooms.drain().collect();
+        self.positions.clear();
         for room in rooms {
             if hub.unsubscribe(&self.shared, &room).await {
                 hub.announce(&room, PresenceEvent::Leave(self.shared.info(hub.node_id())))
@@ -453,6 +625,18 @@ impl Client {
         }
         hub.remove_session(self.shared.id);
     }
+}
+
+/// Counts an error and encodes its reply.
+fn error_frame(
+    node: &Node,
+    shared: &ClientShared,
+    id: u64,
+    code: ErrorCode,
+    message: &str,
+) -> Bytes {
+    node.metrics.command_error(code.as_str());
+    shared.encode(id, &ServerEvent::Error { code, message })
 }
 
 #[cfg(test)]

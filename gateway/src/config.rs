@@ -362,6 +362,10 @@ pub struct Config {
     pub command_rate: u32,
     /// Rooms one session may be subscribed to.
     pub max_rooms_per_session: usize,
+    /// Commands one client may have waiting on the adapter (publications in
+    /// flight, subscribes, presence); the node reads no more of its
+    /// commands until one finishes.
+    pub max_pending_commands: usize,
     /// With auth on, sessions that have not authenticated by then are closed.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
@@ -419,6 +423,7 @@ impl Default for Config {
             connection_rate: 0,
             command_rate: 100,
             max_rooms_per_session: 1000,
+            max_pending_commands: 256,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             jwt_secret: None,
@@ -673,6 +678,9 @@ pub struct Cli {
     /// Rooms one session may be subscribed to [default: 1000]
     #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_SESSION", value_name = "N")]
     pub max_rooms_per_session: Option<String>,
+    /// Commands one client may have waiting on the adapter; the node reads no more of its commands until one finishes [default: 256]
+    #[arg(long, env = "ROOMCAST_MAX_PENDING_COMMANDS", value_name = "N")]
+    pub max_pending_commands: Option<String>,
     /// With auth on, close sessions not authenticated within this time (4001) [default: 10s]
     #[arg(long, env = "ROOMCAST_CONNECT_TIMEOUT", value_name = "DURATION")]
     pub connect_timeout: Option<String>,
@@ -1055,6 +1063,9 @@ impl Config {
         }
         if self.ping_timeout.is_zero() {
             return Err(invalid("ping_timeout", "must be greater than 0"));
+        }
+        if self.max_pending_commands == 0 {
+            return Err(invalid("max_pending_commands", "must be at least 1"));
         }
         if self.max_message_bytes < 125 {
             return Err(invalid("max_message_bytes", "must be at least 125 bytes"));

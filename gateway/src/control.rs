@@ -7,6 +7,7 @@
 
 use crate::client::{merge_presence, valid_room};
 use crate::Node;
+use futures::StreamExt;
 use roomcast_adapter::{
     AdapterError, HistoryQuery, NodeReply, NodeRequest, PublishRequest as AdapterPublish,
     StreamPosition, Target,
@@ -36,7 +37,13 @@ impl ControlService {
         self.node.metrics.grpc_requests.inc(method, code);
     }
 
-    async fn publish_one(&self, r: pb::PublishRequest) -> Result<pb::PublishReply, Status> {
+    /// Checks a publication and hands it to the adapter, which fixes its
+    /// place in its room's order before this returns; the future waits for
+    /// the answer.
+    fn start_publish(
+        &self,
+        r: pb::PublishRequest,
+    ) -> Result<impl std::future::Future<Output = Result<pb::PublishReply, Status>>, Status> {
         check_room(&r.room)?;
         // What a node accepts it can deliver (a session with an empty
         // backlog takes one frame of any accepted size); what is larger than
@@ -54,26 +61,28 @@ impl ControlService {
             ));
         }
         let ns = self.node.hub.namespaces().for_room(&r.room);
-        let res = self
-            .node
-            .hub
-            .adapter()
-            .publish(AdapterPublish {
-                room: r.room,
-                event: r.event,
-                data: r.data,
-                binary: r.binary,
-                exclude_client_id: r.exclude_client_id,
-                idempotency_key: r.idempotency_key,
-                history: ns.history(),
+        let accepted = self.node.hub.adapter().publish(AdapterPublish {
+            room: r.room,
+            event: r.event,
+            data: r.data,
+            binary: r.binary,
+            exclude_client_id: r.exclude_client_id,
+            idempotency_key: r.idempotency_key,
+            history: ns.history(),
+        });
+        let node = self.node.clone();
+        Ok(async move {
+            let res = accepted.await.map_err(adapter_status)?;
+            node.metrics.publications.inc("grpc");
+            Ok(pb::PublishReply {
+                offset: res.offset,
+                epoch: res.epoch,
             })
-            .await
-            .map_err(adapter_status)?;
-        self.node.metrics.publications.inc("grpc");
-        Ok(pb::PublishReply {
-            offset: res.offset,
-            epoch: res.epoch,
         })
+    }
+
+    async fn publish_one(&self, r: pb::PublishRequest) -> Result<pb::PublishReply, Status> {
+        self.start_publish(r)?.await
     }
 
     async fn survey(&self, req: NodeRequest) -> Result<Vec<NodeReply>, Status> {
@@ -142,24 +151,48 @@ impl Control for ControlService {
     ) -> Result<Response<pb::PublishStreamReply>, Status> {
         let mut stream = request.into_inner();
         let mut reply = pb::PublishStreamReply::default();
+        let tally =
+            |reply: &mut pb::PublishStreamReply, r: Result<pb::PublishReply, Status>| match r {
+                Ok(_) => reply.accepted += 1,
+                Err(e) => {
+                    reply.rejected += 1;
+                    if reply.first_error.is_empty() {
+                        reply.first_error = e.message().to_owned();
+                    }
+                }
+            };
+        // Publications in flight together, in order; at most as many as a
+        // client may have waiting on the adapter, then the stream is read no
+        // further until one is answered (HTTP/2 flow control holds the
+        // sender).
+        let window = self.node.config.max_pending_commands;
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let mut full = false;
         loop {
-            match stream.message().await {
-                Ok(Some(p)) => match self.publish_one(p).await {
-                    Ok(_) => reply.accepted += 1,
+            let reading = in_flight.len() < window;
+            if !reading && !full {
+                self.node.metrics.pending_full.increment(1);
+            }
+            full = !reading;
+            tokio::select! {
+                biased;
+                Some(r) = in_flight.next(), if !in_flight.is_empty() => tally(&mut reply, r),
+                m = stream.message(), if reading => match m {
+                    Ok(Some(p)) => match self.start_publish(p) {
+                        Ok(answer) => in_flight.push_back(answer),
+                        Err(e) => tally(&mut reply, Err(e)),
+                    },
+                    Ok(None) => break,
                     Err(e) => {
-                        reply.rejected += 1;
-                        if reply.first_error.is_empty() {
-                            reply.first_error = e.message().to_owned();
-                        }
+                        let r = Err(e);
+                        self.count("PublishStream", &r);
+                        return r;
                     }
                 },
-                Ok(None) => break,
-                Err(e) => {
-                    let r = Err(e);
-                    self.count("PublishStream", &r);
-                    return r;
-                }
             }
+        }
+        while let Some(r) = in_flight.next().await {
+            tally(&mut reply, r);
         }
         let r = Ok(reply);
         self.count("PublishStream", &r);

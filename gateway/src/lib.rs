@@ -13,6 +13,7 @@ pub mod demo;
 pub mod hub;
 pub mod metrics;
 pub mod outbound;
+pub mod pipeline;
 pub mod protocol;
 pub mod server;
 pub mod session;

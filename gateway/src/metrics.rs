@@ -215,6 +215,7 @@ const CONNECTIONS_ACCEPTED: &str = "roomcast_connections_accepted_total";
 const CONNECTIONS_REJECTED: &str = "roomcast_connections_rejected_total";
 const DISCONNECTS: &str = "roomcast_disconnects_total";
 const PING_TIMEOUTS: &str = "roomcast_ping_timeouts_total";
+const PENDING_FULL: &str = "roomcast_pending_commands_full_total";
 const SUBSCRIPTIONS: &str = "roomcast_subscriptions";
 const ROOMS: &str = "roomcast_rooms";
 const MESSAGES_SENT: &str = "roomcast_messages_sent_total";
@@ -244,6 +245,8 @@ pub struct Metrics {
     pub disconnects: ByLabel,
     /// Sessions closed for missing the heartbeat.
     pub ping_timeouts: Counter,
+    /// Times a client filled its pipeline of commands waiting on the adapter.
+    pub pending_full: Counter,
     /// Room subscriptions on this node.
     pub subscriptions: Level,
     /// Rooms with at least one local subscriber.
@@ -333,6 +336,10 @@ impl Metrics {
             PING_TIMEOUTS,
             "Connections closed for missing the heartbeat."
         );
+        describe_counter!(
+            PENDING_FULL,
+            "Times a client had max_pending_commands commands waiting on the adapter, so the node paused reading its commands."
+        );
         describe_gauge!(SUBSCRIPTIONS, "Room subscriptions on this node.");
         describe_gauge!(ROOMS, "Rooms with at least one subscriber on this node.");
         describe_counter!(MESSAGES_SENT, "Frames delivered to clients.");
@@ -393,6 +400,7 @@ impl Metrics {
             connections_rejected: ByLabel::new(CONNECTIONS_REJECTED, "reason", REJECT_REASONS),
             disconnects: ByLabel::new(DISCONNECTS, "reason", DISCONNECT_REASONS),
             ping_timeouts: counter!(PING_TIMEOUTS),
+            pending_full: counter!(PENDING_FULL),
             subscriptions: Level::new(gauge!(SUBSCRIPTIONS)),
             rooms: Level::new(gauge!(ROOMS)),
             messages_sent: counter!(MESSAGES_SENT),

@@ -101,6 +101,10 @@ struct Session {
     auth_deadline: Option<Instant>,
     /// Sending our close frame; then waiting for the client's.
     closing: Option<Close>,
+    /// A close that waits for the commands in flight to be answered first.
+    close_after: Option<Close>,
+    /// The pipeline was full at the last look (counts each time it fills).
+    pipeline_full: bool,
     client_closed: bool,
 }
 
@@ -137,6 +141,8 @@ pub async fn run(node: Arc<Node>, start: Start) {
         auth_deadline: (auth_required && grant.is_none())
             .then(|| now + node.config.connect_timeout),
         closing: None,
+        close_after: None,
+        pipeline_full: false,
         client_closed: false,
         mode,
         stream,
@@ -209,11 +215,15 @@ impl Session {
         tokio::pin!(timer);
         // Bytes the HTTP layer read ahead may already hold frames.
         if !self.rbuf.is_empty() {
-            if let Err(close) = self.process_input().await {
+            if let Err(close) = self.process_input() {
                 self.begin_close(close);
             }
         }
         loop {
+            if self.close_after.is_some() && self.client.pipeline.is_empty() {
+                let close = self.close_after.take().expect("checked");
+                self.begin_close(close);
+            }
             if self.closing.is_some() {
                 return self.finish().await;
             }
@@ -239,6 +249,8 @@ impl Session {
                 }
             }
             let want_write = self.has_output();
+            let want_read = self.close_after.is_none() && !self.is_full();
+            let in_flight = !self.client.pipeline.is_empty();
             let deadline = self.next_deadline();
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
@@ -253,7 +265,17 @@ impl Session {
                 }
                 // The stream's own reader and writer wake-up slots: only
                 // this task waits on them, so no waiter list is involved.
-                r = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)) => {
+                // The oldest command in flight finished: its reply goes out,
+                // and commands read but not yet handled may go on.
+                Some(outcome) = self.client.pipeline.next(), if in_flight => {
+                    self.client.apply(outcome);
+                    if !self.rbuf.is_empty() && self.close_after.is_none() && !self.is_full() {
+                        if let Err(close) = self.process_input() {
+                            self.begin_close(close);
+                        }
+                    }
+                }
+                r = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)), if want_read => {
                     if r.is_err() {
                         return "client_gone";
                     }
@@ -263,7 +285,7 @@ impl Session {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(_) => return "client_gone",
                     }
-                    if let Err(close) = self.process_input().await {
+                    if let Err(close) = self.process_input() {
                         self.begin_close(close);
                     }
                 }
@@ -272,7 +294,7 @@ impl Session {
                 _ = &mut notified => {
                     notified.set(shared.queue.notified());
                     for (_, c) in self.shared.queue.take_controls() {
-                        if let Some((code, reason)) = self.client.control(c).await {
+                        if let Some((code, reason)) = self.client.control(c) {
                             self.begin_close(Close::new(code, reason, "disconnected"));
                         }
                     }
@@ -329,9 +351,24 @@ impl Session {
         Ok(true)
     }
 
-    /// Handles every complete message in the read buffer.
-    async fn process_input(&mut self) -> Result<(), Close> {
+    /// Whether the client has as many commands in flight as it may; counts
+    /// each time it becomes so.
+    fn is_full(&mut self) -> bool {
+        let full = self.client.pipeline_full();
+        if full && !self.pipeline_full {
+            self.node.metrics.pending_full.increment(1);
+        }
+        self.pipeline_full = full;
+        full
+    }
+
+    /// Handles the complete messages in the read buffer, until the client's
+    /// pipeline is full.
+    fn process_input(&mut self) -> Result<(), Close> {
         loop {
+            if self.is_full() {
+                return Ok(());
+            }
             let msg = match self.reader.next(&mut self.rbuf, &mut self.read_hint) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
@@ -355,8 +392,8 @@ impl Session {
                     self.begin_close(close);
                     return Ok(());
                 }
-                Message::Text(t) => self.on_message(t, true).await?,
-                Message::Binary(b) => self.on_message(b, false).await?,
+                Message::Text(t) => self.on_message(t, true)?,
+                Message::Binary(b) => self.on_message(b, false)?,
             }
             if self.closing.is_some() {
                 break;
@@ -369,7 +406,7 @@ impl Session {
         Ok(())
     }
 
-    async fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), Close> {
+    fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), Close> {
         self.node.metrics.messages_received.increment(1);
         if self.mode == Mode::Echo {
             // Nothing else writes to an echo session: the reply goes straight
@@ -405,7 +442,7 @@ impl Session {
             return Ok(());
         }
         match proto.decode(&payload) {
-            Ok(cmd) => self.command(cmd).await,
+            Ok(cmd) => self.command(cmd),
             Err(CommandError { id, code, message }) => {
                 if self.auth_deadline.is_some() {
                     return Err(Close::new(
@@ -424,7 +461,7 @@ impl Session {
         self.client.error(id, code, message);
     }
 
-    async fn command(&mut self, cmd: Command) -> Result<(), Close> {
+    fn command(&mut self, cmd: Command) -> Result<(), Close> {
         let id = cmd.id;
         if self.auth_deadline.is_some() && !matches!(cmd.kind, CommandKind::Connect { .. }) {
             return Err(Close::new(
@@ -459,12 +496,10 @@ impl Session {
                     },
                 );
             }
-            CommandKind::Subscribe { room, since } => c.subscribe(room, since, id).await,
-            CommandKind::Unsubscribe { room } => c.unsubscribe(&room, id).await,
-            CommandKind::Publish { room, event, data } => {
-                c.publish(room, event, data, id).await;
-            }
-            CommandKind::Presence { room } => c.presence(room, id).await,
+            CommandKind::Subscribe { room, since } => c.subscribe(room, since, id),
+            CommandKind::Unsubscribe { room } => c.unsubscribe(&room, id),
+            CommandKind::Publish { room, event, data } => c.publish(room, event, data, id),
+            CommandKind::Presence { room } => c.presence(room, id),
             CommandKind::Ping => c.reply(id, &ServerEvent::Pong),
             CommandKind::Echo { data } => {
                 // Echo always answers: it is what the command is for.
@@ -475,7 +510,12 @@ impl Session {
     }
 
     fn begin_close(&mut self, close: Close) {
-        if self.closing.is_some() {
+        if self.closing.is_some() || self.close_after.is_some() {
+            return;
+        }
+        if close.flush && !self.client.pipeline.is_empty() {
+            // The replies to commands in flight go out before the close.
+            self.close_after = Some(close);
             return;
         }
         if close.flush {

@@ -10,6 +10,8 @@ use serde_json::json;
 use std::time::Duration;
 
 const CONFIG: &str = r#"
+command_rate = 0
+
 [namespaces.chat]
 history_size = 100
 history_ttl = "5m"
@@ -313,4 +315,96 @@ async fn rooms_spread_over_two_shards() {
         let keys = r.command("KEYS *").unwrap();
         assert!(keys.contains("chat.s"), "a shard holds no rooms: {keys}");
     }
+}
+
+/// A client that sends a burst of publications without waiting gets every
+/// reply, in command order with offsets counting up, and a subscriber on
+/// another node gets them all in that order; a subscribe and an
+/// unsubscribe in the middle of the burst take effect in command order.
+#[tokio::test]
+async fn a_burst_of_publications_is_pipelined_and_keeps_its_order() {
+    let redis = RedisServer::start().unwrap();
+    let a = cluster_node(&[&redis], "pipe-a").await;
+    let b = cluster_node(&[&redis], "pipe-b").await;
+    let mut reader = Client::connect(&b).await;
+    let r = reader
+        .call(json!({"op": "subscribe", "room": "chat.burst"}), 1)
+        .await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    let mut writer = Client::connect(&a).await;
+    const N: u64 = 300;
+    for i in 0..N {
+        writer
+            .send(json!({"op": "publish", "id": i + 1, "room": "chat.burst", "data": {"n": i}}))
+            .await;
+        if i == N / 2 {
+            writer
+                .send(json!({"op": "subscribe", "id": 10_000, "room": "chat.burst"}))
+                .await;
+        }
+    }
+    writer
+        .send(json!({"op": "unsubscribe", "id": 20_000, "room": "chat.burst"}))
+        .await;
+    // Replies: publications 1..=N with offsets 1..=N, the subscribe's reply
+    // right after publication N/2+1, the unsubscribe's last. Between them
+    // the writer, once subscribed, receives its own later publications.
+    let mut replies = Vec::new();
+    while replies.last() != Some(&20_000) {
+        let m = writer.recv().await;
+        if m["op"] == "message" {
+            continue;
+        }
+        let id = m["id"].as_u64().unwrap_or_else(|| panic!("no id: {m}"));
+        if id <= N {
+            assert_eq!(m["op"], "published", "{m}");
+            assert_eq!(m["offset"], id, "offsets follow command order: {m}");
+        }
+        replies.push(id);
+    }
+    let mut want: Vec<u64> = (1..=N).collect();
+    want.insert((N / 2 + 1) as usize, 10_000);
+    want.push(20_000);
+    assert_eq!(replies, want, "replies in command order");
+    for i in 0..N {
+        let mut m = reader.recv().await;
+        while m["op"] == "join" || m["op"] == "leave" {
+            m = reader.recv().await;
+        }
+        assert_eq!(m["op"], "message", "{m}");
+        assert_eq!(m["data"]["n"], i, "delivered in order: {m}");
+        assert_eq!(m["offset"], i + 1);
+    }
+}
+
+/// While Redis does not answer, a client's publication waits, but its
+/// session goes on reading and answering WebSocket pings; when Redis is
+/// back the reply arrives.
+#[tokio::test]
+async fn a_session_keeps_reading_while_its_publication_waits_on_redis() {
+    let redis = RedisServer::start().unwrap();
+    let a = cluster_node(&[&redis], "wait-a").await;
+    let mut c = Client::connect(&a).await;
+    let r = c.call(json!({"op": "ping"}), 1).await;
+    assert_eq!(r["op"], "pong", "{r}");
+    redis.pause().unwrap();
+    c.send(json!({"op": "publish", "id": 2, "room": "chat.wait", "data": 1}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    c.ws.send(Message::Ping(b"still there?".to_vec()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(1), c.ws.next())
+        .await
+        .expect("the session answered no ping while its publication waited");
+    match pong {
+        Some(Ok(Message::Pong(p))) => assert_eq!(&p[..], b"still there?"),
+        other => panic!("expected the pong first, got {other:?}"),
+    }
+    redis.resume().unwrap();
+    let r = c.recv().await;
+    assert_eq!(r["id"], 2, "{r}");
+    assert_eq!(r["op"], "published", "{r}");
 }

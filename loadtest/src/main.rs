@@ -33,11 +33,11 @@ use crate::targets::{Kind, Programs};
 #[command(
     name = "roomcast-loadtest",
     about = "Load-test harness for Roomcast, with baselines side by side",
-    after_help = "Scenarios: echo idle storm fanout rooms cluster slow, `all`, or `smoke` \
+    after_help = "Scenarios: echo idle storm fanout rooms cluster cluster-max slow, `all`, or `smoke` \
                   (every scenario, tiny sizes, fails on any loss; for CI)."
 )]
 struct Cli {
-    /// Scenarios to run: echo, idle, storm, fanout, rooms, cluster, slow, all, smoke.
+    /// Scenarios to run: echo, idle, storm, fanout, rooms, cluster, cluster-max, slow, all, smoke.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Same as the scenario `smoke`.
@@ -98,9 +98,18 @@ struct Cli {
     /// Echo payload sizes, bytes, comma-separated.
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
-    /// Nodes (cluster).
+    /// Nodes (cluster, cluster-max).
     #[arg(long)]
     nodes: Option<usize>,
+    /// Redis servers Roomcast shards rooms over (cluster, cluster-max);
+    /// socket.io's Redis adapter uses the first.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// How Roomcast's publisher publishes: `grpc` (PublishStream) or `ws`
+    /// (the publish command of a WebSocket client, as the baselines do;
+    /// its nodes then have no per-client command rate).
+    #[arg(long, default_value = "grpc", value_parser = ["grpc", "ws"])]
+    publisher: String,
     /// Share of subscribers that stop reading (slow).
     #[arg(long)]
     slow_share: Option<f64>,
@@ -158,7 +167,7 @@ fn targets_for(cli: &Cli, scenario: &str) -> Vec<Kind> {
     };
     all.into_iter()
         // Only Roomcast and socket.io (through Redis) can spread over nodes.
-        .filter(|k| scenario != "cluster" || k.is_roomcast() || *k == Kind::Socketio)
+        .filter(|k| !scenario.starts_with("cluster") || k.is_roomcast() || *k == Kind::Socketio)
         // socket.io has no echo event of its own: echo is measured raw, or
         // with roomcast.v1's `echo` command.
         .filter(|k| scenario != "echo" || *k != Kind::RoomcastSocketio)
@@ -191,6 +200,10 @@ fn sizes_for(cli: &Cli, scenario: &str, smoke: bool) -> Sizes {
     if let Some(v) = cli.nodes {
         s.nodes = v;
     }
+    if let Some(v) = cli.shards {
+        s.shards = v;
+    }
+    s.ws_publisher = cli.publisher == "ws";
     if let Some(v) = cli.slow_share {
         s.slow_share = v;
     }

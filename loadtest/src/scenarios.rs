@@ -13,12 +13,19 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use crate::publisher::{self, PubCounters, PubPlan, Sink};
 use crate::report::Run;
 use crate::sys;
-use crate::targets::{Kind, Programs, Target};
+use crate::targets::{Kind, Layout, Programs, Target};
 use crate::worker::{self, Command, Endpoint, Event, Mode, Plan, Pool, Spawn};
 
 /// Scenario names, in the order `all` and `smoke` run them.
 pub const ALL: &[&str] = &[
-    "echo", "idle", "storm", "fanout", "rooms", "cluster", "slow",
+    "echo",
+    "idle",
+    "storm",
+    "fanout",
+    "rooms",
+    "cluster",
+    "cluster-max",
+    "slow",
 ];
 
 /// Sizes of a scenario run; every field has a per-scenario default.
@@ -40,6 +47,12 @@ pub struct Sizes {
     pub echo_sizes: Vec<usize>,
     /// Nodes (cluster).
     pub nodes: usize,
+    /// Redis servers Roomcast shards rooms over (cluster); socket.io uses
+    /// the first.
+    pub shards: usize,
+    /// Roomcast's publisher is a WebSocket client instead of gRPC
+    /// `PublishStream` (the baselines always publish on a WebSocket).
+    pub ws_publisher: bool,
     /// Share of slow subscribers (slow).
     pub slow_share: f64,
     /// Publications in flight at max rate.
@@ -58,6 +71,8 @@ impl Sizes {
             size: 128,
             echo_sizes: vec![20, 1024, 16 * 1024],
             nodes: 1,
+            shards: 0,
+            ws_publisher: false,
             slow_share: 0.0,
             window: 64,
         };
@@ -75,6 +90,15 @@ impl Sizes {
                 s.nodes = 3;
                 s.subscribers = 3000;
                 s.rate = 100.0;
+            }
+            "cluster-max" => {
+                // As fast as the cluster delivers: 1,000 subscribers over
+                // two nodes and one Redis, one publisher.
+                s.nodes = 2;
+                s.shards = 1;
+                s.subscribers = 1000;
+                s.size = 100;
+                s.rate = 0.0;
             }
             "slow" => {
                 // 50 x 4 KiB x 1000 = 200 MB/s of deliveries: well inside
@@ -109,6 +133,11 @@ impl Sizes {
                     s.nodes = 2;
                     s.subscribers = 10;
                     s.rate = 100.0;
+                }
+                "cluster-max" => {
+                    s.nodes = 2;
+                    s.subscribers = 10;
+                    s.window = 16;
                 }
                 "slow" => {
                     s.subscribers = 20;
@@ -272,9 +301,11 @@ pub async fn run(ctx: &Ctx, scenario: &str, kind: Kind, sizes: &Sizes) -> Result
         "storm" => connections(ctx, kind, sizes, "storm", 0)
             .await
             .map(|r| vec![r]),
-        "fanout" | "rooms" | "cluster" => pubsub(ctx, kind, sizes, scenario, 0, "")
-            .await
-            .map(|r| vec![r]),
+        "fanout" | "rooms" | "cluster" | "cluster-max" => {
+            { pubsub(ctx, kind, sizes, scenario, 0, "") }
+                .await
+                .map(|r| vec![r])
+        }
         "slow" => {
             let control = pubsub(ctx, kind, sizes, "slow", 0, "control").await?;
             let every = if sizes.slow_share > 0.0 {
@@ -295,7 +326,7 @@ pub async fn run(ctx: &Ctx, scenario: &str, kind: Kind, sizes: &Sizes) -> Result
 
 async fn echo(ctx: &Ctx, kind: Kind, sizes: &Sizes) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
-    let mut target = Target::start(kind, 1, &ctx.programs).await?;
+    let mut target = Target::start(kind, Layout::nodes(1), &ctx.programs).await?;
     for &size in &sizes.echo_sizes {
         let raw = kind.dialect().has_raw_echo() && !ctx.echo_command;
         let variant = format!("{} {}", human_bytes(size), if raw { "raw" } else { "cmd" });
@@ -365,7 +396,7 @@ async fn connections(
     parallel: usize,
 ) -> Result<Run> {
     let mut run = Run::new(scenario, kind.name(), "");
-    let mut target = Target::start(kind, 1, &ctx.programs).await?;
+    let mut target = Target::start(kind, Layout::nodes(1), &ctx.programs).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss0 = target.rss_kib();
     let mut plan = ctx.plan(Mode::Hold, &target, sizes.connections);
@@ -454,12 +485,14 @@ async fn pubsub(
     variant: &str,
 ) -> Result<Run> {
     let mut run = Run::new(scenario, kind.name(), variant);
-    let nodes = if scenario == "cluster" {
-        sizes.nodes
-    } else {
-        1
+    let clustered = scenario.starts_with("cluster");
+    let layout = Layout {
+        nodes: if clustered { sizes.nodes } else { 1 },
+        shards: if clustered { sizes.shards } else { 0 },
+        unlimited_commands: sizes.ws_publisher,
     };
-    let mut target = Target::start(kind, nodes, &ctx.programs).await?;
+    let nodes = layout.nodes;
+    let mut target = Target::start(kind, layout, &ctx.programs).await?;
     let rooms: Vec<String> = (0..sizes.rooms)
         .map(|i| format!("lt.{scenario}.{i}"))
         .collect();
@@ -497,9 +530,17 @@ async fn pubsub(
     );
 
     let sink = match (kind, target.nodes[0].grpc) {
-        (Kind::Roomcast, Some(g)) => Sink::Grpc(g),
+        (Kind::Roomcast, Some(g)) if !sizes.ws_publisher => Sink::Grpc(g),
         _ => Sink::Ws(target.nodes[0].ws, kind.dialect()),
     };
+    run.set("shards", target.redis.len() as f64);
+    run.notes.push(format!(
+        "publisher: {}",
+        match sink {
+            Sink::Grpc(_) => "gRPC PublishStream",
+            Sink::Ws(..) => "WebSocket client",
+        }
+    ));
     let pplan = PubPlan {
         rooms: rooms.clone(),
         rate: sizes.rate,
@@ -517,6 +558,7 @@ async fn pubsub(
     let per_pub = (reading as f64 / sizes.rooms as f64).max(1.0);
     let counters = Arc::new(PubCounters::default());
     let server_cpu0 = target.cpu_secs();
+    let redis_cpu0 = target.redis_cpu_secs();
     let self_cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
     let t0 = Instant::now();
     let mut publisher = {
@@ -554,6 +596,8 @@ async fn pubsub(
     pb.finish_and_clear();
     pool.shutdown().await;
     let server_cpu = (target.cpu_secs() - server_cpu0) / wall;
+    let redis_cpu = (target.redis_cpu_secs() - redis_cpu0) / wall;
+    let target_redis_empty = target.redis.is_empty();
     target.check_alive()?;
     target.stop().await;
     let res = worker::merge_results(&results);
@@ -571,6 +615,9 @@ async fn pubsub(
     run.set("lost", res.lost as f64);
     run.set("out_of_order", res.out_of_order as f64);
     run.set("server_cpu", server_cpu);
+    if !target_redis_empty {
+        run.set("redis_cpu", redis_cpu);
+    }
     run.set("rss_peak_mib", sampler.rss_peak_kib as f64 / 1024.0);
     if let (Some(first), Some(last)) = (sampler.rss.first(), sampler.rss.last()) {
         run.set("rss_growth_mib", last.1 - first.1);

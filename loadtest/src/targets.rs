@@ -119,6 +119,8 @@ impl Programs {
 pub struct Redis {
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Its pid, for /proc.
+    pub pid: u32,
     _child: Child,
 }
 
@@ -146,6 +148,7 @@ impl Redis {
             .kill_on_drop(true)
             .spawn()
             .context("start redis-server")?;
+        let pid = child.id().context("redis-server pid")?;
         wait_tcp(
             SocketAddr::from(([127, 0, 0, 1], port)),
             Duration::from_secs(10),
@@ -153,6 +156,7 @@ impl Redis {
         .await?;
         Ok(Redis {
             port,
+            pid,
             _child: child,
         })
     }
@@ -180,19 +184,49 @@ pub struct Target {
     pub kind: Kind,
     /// Its nodes.
     pub nodes: Vec<Node>,
-    _redis: Option<Redis>,
+    /// The Redis servers it shares (Roomcast shards rooms over all of them;
+    /// socket.io's adapter uses the first).
+    pub redis: Vec<Redis>,
+}
+
+/// How to start a target.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Nodes.
+    pub nodes: usize,
+    /// Redis servers; Roomcast uses them even with one node when this is
+    /// above 0, and always when it has several nodes.
+    pub shards: usize,
+    /// Roomcast clients may send commands without a rate limit (a
+    /// publisher on a WebSocket, like socket.io's, which has none).
+    pub unlimited_commands: bool,
+}
+
+impl Layout {
+    /// `nodes` nodes, with Redis when they are several.
+    pub fn nodes(nodes: usize) -> Layout {
+        Layout {
+            nodes,
+            shards: usize::from(nodes > 1),
+            unlimited_commands: false,
+        }
+    }
 }
 
 impl Target {
     /// Starts `nodes` nodes of `kind`. Several Roomcast nodes share a Redis
     /// adapter; socket.io always uses its Redis adapter.
-    pub async fn start(kind: Kind, nodes: usize, programs: &Programs) -> Result<Target> {
-        let need_redis = kind == Kind::Socketio || (kind.is_roomcast() && nodes > 1);
-        let redis = if need_redis {
-            Some(Redis::start().await?)
-        } else {
-            None
+    pub async fn start(kind: Kind, layout: Layout, programs: &Programs) -> Result<Target> {
+        let nodes = layout.nodes;
+        let shards = match kind {
+            Kind::Socketio => 1,
+            k if k.is_roomcast() => layout.shards.max(usize::from(nodes > 1)),
+            _ => 0,
         };
+        let mut redis = Vec::new();
+        for _ in 0..shards {
+            redis.push(Redis::start().await?);
+        }
         let mut list = Vec::new();
         for i in 0..nodes {
             let port = sys::free_port()?;
@@ -217,16 +251,16 @@ impl Target {
                         .arg("--node-id")
                         .arg(format!("loadtest-{i}"))
                         .args(&programs.roomcast_args);
-                    if kind == Kind::RoomcastSocketio {
+                    if kind == Kind::RoomcastSocketio || layout.unlimited_commands {
                         // Its publisher is a client like socket.io's, which
                         // has no per-client command rate: neither here.
                         c.arg("--command-rate").arg("0");
                     }
-                    if let Some(r) = &redis {
-                        c.arg("--adapter")
-                            .arg("redis")
-                            .arg("--redis-url")
-                            .arg(r.url());
+                    if !redis.is_empty() {
+                        c.arg("--adapter").arg("redis");
+                        for r in &redis {
+                            c.arg("--redis-url").arg(r.url());
+                        }
                     }
                     c
                 }
@@ -256,7 +290,7 @@ impl Target {
                     c.arg(dir.join("server.js"))
                         .env("PORT", port.to_string())
                         .env("HOST", "127.0.0.1");
-                    if let Some(r) = &redis {
+                    if let Some(r) = redis.first() {
                         c.env("REDIS_URL", r.url());
                     }
                     c
@@ -288,7 +322,7 @@ impl Target {
         Ok(Target {
             kind,
             nodes: list,
-            _redis: redis,
+            redis,
         })
     }
 
@@ -302,6 +336,14 @@ impl Target {
         self.nodes
             .iter()
             .filter_map(|n| sys::cpu_seconds(&n.pid.to_string()))
+            .sum()
+    }
+
+    /// Sum of the Redis servers' CPU seconds.
+    pub fn redis_cpu_secs(&self) -> f64 {
+        self.redis
+            .iter()
+            .filter_map(|r| sys::cpu_seconds(&r.pid.to_string()))
             .sum()
     }
 

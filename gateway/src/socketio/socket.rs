@@ -890,7 +890,13 @@ impl Session {
                     // dropped, as the reference server does.
                     return;
                 }
-                self.on_event(event).await;
+                // One event at a time: what it asked of the adapter is
+                // answered before the next packet is read.
+                let nsp = event.nsp.clone();
+                self.on_event(event);
+                if let Some(ns) = self.namespaces.get_mut(&nsp) {
+                    ns.client.settle().await;
+                }
             }
             // The server asks no acknowledgements.
             Kind::Ack | Kind::BinaryAck => {}
@@ -1008,13 +1014,15 @@ impl Session {
                 Some((_, _, _, rooms)) => {
                     self.node.metrics.socketio_recoveries.increment(1);
                     for (room, since) in rooms {
-                        client.join(room, Some(since), 0).await;
+                        client.join(room, Some(since), 0);
                     }
+                    client.settle().await;
                 }
                 None => {
                     for room in self.node.config.socketio.join.clone() {
-                        client.join(room, None, 0).await;
+                        client.join(room, None, 0);
                     }
+                    client.settle().await;
                 }
             },
             Role::ConformanceEngineIo => {}
@@ -1056,7 +1064,7 @@ impl Session {
         ));
     }
 
-    async fn on_event(&mut self, e: Event) {
+    fn on_event(&mut self, e: Event) {
         let reply_id = e.id.map_or(0, |a| a + 1);
         if self.role == Role::ConformanceSocketIo {
             let args = e.echo_args(1);
@@ -1110,8 +1118,7 @@ impl Session {
         };
         if let Some(route) = route {
             let event = route.as_event.clone().unwrap_or_else(|| name.clone());
-            c.publish_unchecked(route.room.clone(), event, data_of(&arg), reply_id)
-                .await;
+            c.publish_unchecked(route.room.clone(), event, data_of(&arg), reply_id);
             return;
         }
         let room_arg = |v: &Value| -> Option<String> {
@@ -1141,10 +1148,10 @@ impl Session {
                         )
                     }
                 };
-                c.subscribe(room, since, reply_id).await;
+                c.subscribe(room, since, reply_id);
             }
             "unsubscribe" => match room_arg(&arg) {
-                Some(room) => c.unsubscribe(&room, reply_id).await,
+                Some(room) => c.unsubscribe(&room, reply_id),
                 None => c.error(
                     reply_id,
                     ErrorCode::BadRequest,
@@ -1152,7 +1159,7 @@ impl Session {
                 ),
             },
             "presence" => match room_arg(&arg) {
-                Some(room) => c.presence(room, reply_id).await,
+                Some(room) => c.presence(room, reply_id),
                 None => c.error(
                     reply_id,
                     ErrorCode::BadRequest,
@@ -1178,7 +1185,7 @@ impl Session {
                 if !data.binary && data.bytes.len() > self.node.config.max_message_bytes {
                     return c.error(reply_id, ErrorCode::PayloadTooLarge, "data too large");
                 }
-                c.publish(room, event, data, reply_id).await;
+                c.publish(room, event, data, reply_id);
             }
             _ => {
                 let message = format!("no handler for the event {name:?}");
@@ -1204,7 +1211,9 @@ impl Session {
             return;
         };
         let ns = self.namespaces.get_mut(&nsp).expect("found");
-        if let Some((_code, _reason)) = ns.client.control(c).await {
+        let close = ns.client.control(c);
+        ns.client.settle().await;
+        if let Some((_code, _reason)) = close {
             // A server-side disconnect of this socket: the client does not
             // reconnect by itself (socket.io's "io server disconnect").
             let mut ns = self.namespaces.remove(&nsp).expect("found");
