@@ -24,15 +24,25 @@ pub fn latency_buckets() -> Vec<f64> {
     (0..16).map(|k| 0.0001 * f64::from(1u32 << k)).collect()
 }
 
-/// How the `roomcast` binary's Prometheus recorder is built: every histogram
-/// (the node's and its adapter's, all latencies in seconds) gets
-/// [`latency_buckets`], rather than the exporter's default of a summary,
+/// How the `roomcast` binary's Prometheus recorder is built: every latency
+/// histogram (the node's and its adapter's, in seconds) gets
+/// [`latency_buckets`] and every `…_batch_size` one [`size_buckets`], rather than the exporter's default of a summary,
 /// which could not be aggregated across nodes. The caller installs it
 /// (`install_recorder`) and hands the handle to [`crate::run`].
 pub fn prometheus_builder() -> PrometheusBuilder {
     PrometheusBuilder::new()
         .set_buckets(&latency_buckets())
         .expect("the bucket list is not empty")
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_batch_size".into()),
+            &size_buckets(),
+        )
+        .expect("the bucket list is not empty")
+}
+
+/// Upper bounds of the size histograms (`…_batch_size`): 1, 2, 4, … 1024.
+pub fn size_buckets() -> Vec<f64> {
+    (0..11).map(|k| f64::from(1u32 << k)).collect()
 }
 
 /// Values of `roomcast_disconnects_total{reason}`, one per session close

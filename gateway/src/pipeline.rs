@@ -24,6 +24,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use roomcast_adapter::StreamPosition;
 use std::collections::VecDeque;
+use std::task::{Context, Poll};
 
 use crate::client::Refusal;
 
@@ -142,7 +143,16 @@ impl Pipeline {
     /// operation runs; `None` when nothing is in flight). Starts the
     /// operations that were waiting for it.
     pub async fn next(&mut self) -> Option<Outcome> {
-        let outcome = self.queues().running.next().await?;
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`Pipeline::next`] for a front-end that polls several pipelines.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
+        let outcome = match self.queues().running.poll_next_unpin(cx) {
+            Poll::Ready(Some(outcome)) => outcome,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
         self.running -= 1;
         if self.running == 0 {
             self.exclusive = false;
@@ -155,7 +165,7 @@ impl Pipeline {
             self.waiting -= 1;
             self.begin(exclusive, start());
         }
-        Some(outcome)
+        Poll::Ready(Some(outcome))
     }
 }
 

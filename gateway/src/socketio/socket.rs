@@ -18,6 +18,7 @@ use crate::auth::Grant;
 use crate::client::{Client, ClientShared};
 use crate::config::OverflowPolicy;
 use crate::outbound::{Control, Outbound, OutboundQueue};
+use crate::pipeline::Outcome;
 use crate::protocol::{Data, ErrorCode, Subprotocol};
 use crate::server::ConnectionSlot;
 use crate::ws::frame::{self, FrameReader, Message, OpCode};
@@ -432,6 +433,15 @@ impl Session {
             }
             let want_write =
                 matches!(&self.transport, Transport::WebSocket(ws) if !ws.out.is_empty());
+            let in_flight = self
+                .namespaces
+                .values()
+                .any(|ns| !ns.client.pipeline.is_empty());
+            // A WebSocket client with a full pipeline is read no further
+            // until an answer frees a place (long-polling POSTs, bounded in
+            // size, are taken whole).
+            let want_read = !self.namespaces.values().any(|ns| ns.client.pipeline_full());
+            let namespaces = &mut self.namespaces;
             let transport = &self.transport;
             let probe = &self.probe;
             let pending = &mut self.pending_poll;
@@ -450,6 +460,12 @@ impl Session {
                         Err(_) => self.probe = None,
                     }
                 }
+                // The oldest command in flight of some namespace finished.
+                (nsp, outcome) = std::future::poll_fn(|cx| poll_outcomes(namespaces, cx)), if in_flight => {
+                    if let Some(ns) = self.namespaces.get_mut(&nsp) {
+                        ns.client.apply(outcome);
+                    }
+                }
                 input = rx.recv() => match input {
                     Some(i) => self.on_input(i).await,
                     None => self.end("normal"),
@@ -457,7 +473,7 @@ impl Session {
                 r = std::future::poll_fn(|cx| match transport {
                     Transport::WebSocket(ws) => ws.stream.poll_read_ready(cx),
                     Transport::Polling => Poll::Pending,
-                }), if matches!(transport, Transport::WebSocket(_)) => {
+                }), if want_read && matches!(transport, Transport::WebSocket(_)) => {
                     match r {
                         Ok(()) => self.on_ws_input().await,
                         Err(_) => self.end("client_gone"),
@@ -890,13 +906,7 @@ impl Session {
                     // dropped, as the reference server does.
                     return;
                 }
-                // One event at a time: what it asked of the adapter is
-                // answered before the next packet is read.
-                let nsp = event.nsp.clone();
                 self.on_event(event);
-                if let Some(ns) = self.namespaces.get_mut(&nsp) {
-                    ns.client.settle().await;
-                }
             }
             // The server asks no acknowledgements.
             Kind::Ack | Kind::BinaryAck => {}
@@ -1211,9 +1221,7 @@ impl Session {
             return;
         };
         let ns = self.namespaces.get_mut(&nsp).expect("found");
-        let close = ns.client.control(c);
-        ns.client.settle().await;
-        if let Some((_code, _reason)) = close {
+        if let Some((_code, _reason)) = ns.client.control(c) {
             // A server-side disconnect of this socket: the client does not
             // reconnect by itself (socket.io's "io server disconnect").
             let mut ns = self.namespaces.remove(&nsp).expect("found");
@@ -1409,6 +1417,19 @@ impl Session {
             .sessions
             .closed("socket.io", self.transport_name());
     }
+}
+
+/// The next outcome of any namespace's pipeline, with the namespace.
+fn poll_outcomes(
+    namespaces: &mut HashMap<String, Namespace>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<(String, Outcome)> {
+    for (nsp, ns) in namespaces.iter_mut() {
+        if let Poll::Ready(Some(outcome)) = ns.client.pipeline.poll_next(cx) {
+            return Poll::Ready((nsp.clone(), outcome));
+        }
+    }
+    Poll::Pending
 }
 
 fn frames_text(eio: Eio, text: Bytes) -> Bytes {
