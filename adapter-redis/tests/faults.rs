@@ -383,5 +383,46 @@ async fn metrics_are_exposed_under_their_documented_names() {
         0.0
     );
     assert!(text.contains("roomcast_adapter_messages_dropped_total"));
+    assert_eq!(
+        metric_value(&text, "roomcast_adapter_publish_batch_size_count"),
+        1.0
+    );
+    assert_eq!(metric_value(&text, "roomcast_adapter_publish_queue"), 0.0);
     a.adapter.shutdown().await;
+}
+
+/// After `SCRIPT FLUSH` the publish script is loaded again and the
+/// publications that met `NOSCRIPT` are sent again: a burst in flight across
+/// the flush arrives whole, once each, in order, with offsets counting up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_script_is_loaded_again_and_nothing_is_lost_or_doubled() {
+    let server = RedisServer::start().expect("redis-server starts");
+    let a = node(config(vec![server.url()], "a")).await;
+    let b = node(config(vec![server.url()], "b")).await;
+    let room = format!("chat.{}", new_epoch());
+    b.adapter.subscribe(&room).await.unwrap();
+    a.adapter.publish(publication(&room, "0")).await.unwrap();
+    server.command("SCRIPT FLUSH").expect("SCRIPT FLUSH");
+    let answers: Vec<_> = (1..=200)
+        .map(|i| a.adapter.publish(publication(&room, &i.to_string())))
+        .collect();
+    let mut offsets = Vec::new();
+    for answer in answers {
+        offsets.push(answer.await.expect("accepted after NOSCRIPT").offset);
+    }
+    assert_eq!(offsets, (2..=201).collect::<Vec<u64>>());
+    b.handler
+        .wait_for("201 publications", |e| {
+            e.iter().filter(|(r, _)| *r == room).count() >= 201
+        })
+        .await;
+    let got: Vec<String> = b
+        .handler
+        .publications(&room)
+        .iter()
+        .map(|(_, d)| String::from_utf8(d.to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, (0..=200).map(|i| i.to_string()).collect::<Vec<_>>());
+    a.adapter.shutdown().await;
+    b.adapter.shutdown().await;
 }
