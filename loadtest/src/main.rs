@@ -110,6 +110,10 @@ struct Cli {
     /// its nodes then have no per-client command rate).
     #[arg(long, default_value = "grpc", value_parser = ["grpc", "ws"])]
     publisher: String,
+    /// Rooms nobody publishes to that every subscriber also joins
+    /// (fan-out, rooms, cluster), to measure what a subscription costs.
+    #[arg(long, default_value_t = 0)]
+    extra_rooms: usize,
     /// Share of subscribers that stop reading (slow).
     #[arg(long)]
     slow_share: Option<f64>,
@@ -204,6 +208,7 @@ fn sizes_for(cli: &Cli, scenario: &str, smoke: bool) -> Sizes {
         s.shards = v;
     }
     s.ws_publisher = cli.publisher == "ws";
+    s.extra_rooms = cli.extra_rooms;
     if let Some(v) = cli.slow_share {
         s.slow_share = v;
     }

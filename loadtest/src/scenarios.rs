@@ -53,6 +53,8 @@ pub struct Sizes {
     /// Roomcast's publisher is a WebSocket client instead of gRPC
     /// `PublishStream` (the baselines always publish on a WebSocket).
     pub ws_publisher: bool,
+    /// Rooms nobody publishes to that every subscriber also joins.
+    pub extra_rooms: usize,
     /// Share of slow subscribers (slow).
     pub slow_share: f64,
     /// Publications in flight at max rate.
@@ -73,6 +75,7 @@ impl Sizes {
             nodes: 1,
             shards: 0,
             ws_publisher: false,
+            extra_rooms: 0,
             slow_share: 0.0,
             window: 64,
         };
@@ -198,6 +201,7 @@ impl Ctx {
             source_ips: self.source_ips.clone(),
             rooms: Vec::new(),
             slow_every: 0,
+            extra_rooms: 0,
             connect_parallel: 256,
             echo_payload: 0,
             echo_raw: false,
@@ -500,6 +504,7 @@ async fn pubsub(
     let mut plan = ctx.plan(Mode::Subscribe, &target, total);
     plan.rooms = rooms.clone();
     plan.slow_every = slow_every;
+    plan.extra_rooms = sizes.extra_rooms;
     let label = format!(
         "{scenario} {}{}",
         kind.name(),
@@ -521,6 +526,13 @@ async fn pubsub(
     );
     check_ready(&mut run, &ready);
     run.set("subscribers", ready.connected as f64);
+    if sizes.extra_rooms > 0 {
+        run.set("extra_rooms", sizes.extra_rooms as f64);
+        run.set(
+            "subscriptions",
+            (ready.connected * (1 + sizes.extra_rooms as u64)) as f64,
+        );
+    }
     run.set("rooms", sizes.rooms as f64);
     run.set("nodes", nodes as f64);
     run.set("payload_bytes", sizes.size as f64);

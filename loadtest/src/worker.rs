@@ -61,6 +61,10 @@ pub struct Plan {
     /// Every `slow_every`-th connection subscribes and then stops reading
     /// (0: none).
     pub slow_every: usize,
+    /// Rooms nobody publishes to that every subscriber also joins
+    /// (`lt.extra.0` …), to measure what a subscription costs.
+    #[serde(default)]
+    pub extra_rooms: usize,
     /// Handshakes in flight at once; 0 means all at once (a storm).
     pub connect_parallel: usize,
     /// Echo payload bytes (mode `Echo`).
@@ -438,6 +442,26 @@ async fn setup_conn(plan: &Plan, k: usize) -> Result<(WsConn, u64, Option<u64>)>
                     continue;
                 }
                 if ep.dialect.is_error(&m) {
+                    bail!("subscribe refused: {}", String::from_utf8_lossy(&m));
+                }
+            }
+            Message::Close(code) => bail!("closed with {code} while subscribing"),
+        }
+    }
+    // Extra rooms: all asked at once, then every answer awaited.
+    for j in 0..plan.extra_rooms {
+        conn.send_text(ep.dialect.subscribe(&format!("lt.extra.{j}")).as_bytes())
+            .await?;
+    }
+    let mut answered = 0;
+    while answered < plan.extra_rooms {
+        match conn.next_message().await? {
+            Message::Data(m) => {
+                if ep.dialect.is_subscribed(&m) {
+                    answered += 1;
+                } else if let Some(r) = ep.dialect.keepalive_reply(&m) {
+                    conn.send_text(r).await?;
+                } else if ep.dialect.is_error(&m) {
                     bail!("subscribe refused: {}", String::from_utf8_lossy(&m));
                 }
             }
