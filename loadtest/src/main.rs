@@ -110,6 +110,10 @@ struct Cli {
     /// its nodes then have no per-client command rate).
     #[arg(long, default_value = "grpc", value_parser = ["grpc", "ws"])]
     publisher: String,
+    /// cluster-max on several layouts in one invocation, each a variant:
+    /// `NODESxSHARDS`, comma-separated (e.g. `1x1,3x2`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_layout)]
+    layouts: Vec<(usize, usize)>,
     /// Rooms nobody publishes to that every subscriber also joins
     /// (fan-out, rooms, cluster), to measure what a subscription costs.
     #[arg(long, default_value_t = 0)]
@@ -133,6 +137,17 @@ struct Cli {
     /// Bytes asked of the kernel per read, per connection.
     #[arg(long, default_value_t = 64 * 1024)]
     read_size: usize,
+}
+
+fn parse_layout(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("expected NODESxSHARDS such as 3x2, got {s:?}");
+    let (n, r) = s.split_once('x').ok_or_else(bad)?;
+    let n: usize = n.parse().map_err(|_| bad())?;
+    let r: usize = r.parse().map_err(|_| bad())?;
+    if n == 0 || r == 0 {
+        return Err(bad());
+    }
+    Ok((n, r))
 }
 
 fn parse_against(s: &str) -> Result<(String, PathBuf), String> {
@@ -209,6 +224,7 @@ fn sizes_for(cli: &Cli, scenario: &str, smoke: bool) -> Sizes {
     }
     s.ws_publisher = cli.publisher == "ws";
     s.extra_rooms = cli.extra_rooms;
+    s.layouts = cli.layouts.clone();
     if let Some(v) = cli.slow_share {
         s.slow_share = v;
     }
