@@ -221,6 +221,9 @@ struct Session {
     /// new transport.
     upgrading: bool,
     pending_poll: Option<oneshot::Sender<PollReply>>,
+    /// Some namespace's pipeline was full at the last look (counts each
+    /// time one fills).
+    pipeline_full: bool,
     binary_payloads: bool,
     namespaces: HashMap<String, Namespace>,
     /// A binary packet still waiting for attachments.
@@ -283,6 +286,7 @@ pub fn start(node: Arc<Node>, start: Start) -> Arc<str> {
         upgrading: false,
         probe: None,
         pending_poll: None,
+        pipeline_full: false,
         binary_payloads: start.binary_payloads,
         namespaces: HashMap::new(),
         partial: None,
