@@ -215,6 +215,7 @@ const CONNECTIONS_ACCEPTED: &str = "roomcast_connections_accepted_total";
 const CONNECTIONS_REJECTED: &str = "roomcast_connections_rejected_total";
 const DISCONNECTS: &str = "roomcast_disconnects_total";
 const PING_TIMEOUTS: &str = "roomcast_ping_timeouts_total";
+const CLOSE_GRACE_EXPIRED: &str = "roomcast_close_grace_expired_total";
 const SUBSCRIPTIONS: &str = "roomcast_subscriptions";
 const ROOMS: &str = "roomcast_rooms";
 const MESSAGES_SENT: &str = "roomcast_messages_sent_total";
@@ -244,6 +245,8 @@ pub struct Metrics {
     pub disconnects: ByLabel,
     /// Sessions closed for missing the heartbeat.
     pub ping_timeouts: Counter,
+    /// Node-initiated closes whose client never answered within the grace.
+    pub close_grace_expired: Counter,
     /// Room subscriptions on this node.
     pub subscriptions: Level,
     /// Rooms with at least one local subscriber.
@@ -333,6 +336,10 @@ impl Metrics {
             PING_TIMEOUTS,
             "Connections closed for missing the heartbeat."
         );
+        describe_counter!(
+            CLOSE_GRACE_EXPIRED,
+            "Node-initiated closes whose TCP connection was closed after the grace period, without the client's Close."
+        );
         describe_gauge!(SUBSCRIPTIONS, "Room subscriptions on this node.");
         describe_gauge!(ROOMS, "Rooms with at least one subscriber on this node.");
         describe_counter!(MESSAGES_SENT, "Frames delivered to clients.");
@@ -393,6 +400,7 @@ impl Metrics {
             connections_rejected: ByLabel::new(CONNECTIONS_REJECTED, "reason", REJECT_REASONS),
             disconnects: ByLabel::new(DISCONNECTS, "reason", DISCONNECT_REASONS),
             ping_timeouts: counter!(PING_TIMEOUTS),
+            close_grace_expired: counter!(CLOSE_GRACE_EXPIRED),
             subscriptions: Level::new(gauge!(SUBSCRIPTIONS)),
             rooms: Level::new(gauge!(ROOMS)),
             messages_sent: counter!(MESSAGES_SENT),

@@ -20,6 +20,7 @@ use crate::config::OverflowPolicy;
 use crate::outbound::{Control, Outbound, OutboundQueue};
 use crate::protocol::{Data, ErrorCode, Subprotocol};
 use crate::server::ConnectionSlot;
+use crate::ws::close;
 use crate::ws::frame::{self, FrameReader, Message, OpCode};
 use crate::Node;
 use bytes::{Bytes, BytesMut};
@@ -133,6 +134,10 @@ struct Ws {
     written: usize,
     /// Frames written completely since the last count.
     completed: u64,
+    /// A close frame went out already.
+    close_sent: bool,
+    /// The client's Close came.
+    peer_closed: bool,
 }
 
 impl Ws {
@@ -145,6 +150,8 @@ impl Ws {
             out: VecDeque::new(),
             written: 0,
             completed: 0,
+            close_sent: false,
+            peer_closed: false,
         }
     }
 
@@ -668,6 +675,7 @@ impl Session {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
+                    ws.close_sent = true;
                     let _ = ws
                         .send_now(&frame::encode_close(e.close_code(), &e.to_string()))
                         .await;
@@ -683,6 +691,8 @@ impl Session {
                 }
                 Message::Pong(_) => continue,
                 Message::Close(_) => {
+                    ws.peer_closed = true;
+                    ws.close_sent = true;
                     let _ = ws.send_now(&frame::encode_close(1000, "")).await;
                     return self.end("normal");
                 }
@@ -1355,10 +1365,15 @@ impl Session {
                     let keep = usize::from(ws.written > 0);
                     ws.out.truncate(keep);
                 }
-                ws.out
-                    .push_back(Outbound::reply(frame::encode_close(code, why)));
-                let deadline = Instant::now() + Duration::from_secs(1);
+                if !ws.close_sent {
+                    ws.out
+                        .push_back(Outbound::reply(frame::encode_close(code, why)));
+                }
+                let grace = self.node.config.close_grace;
+                let deadline = Instant::now() + grace;
                 let mut done = Vec::new();
+                // Whether the client may still answer our close with its own.
+                let mut wait = why != "client_gone" && !ws.peer_closed;
                 while !ws.out.is_empty() {
                     match ws.write_some(&mut done) {
                         Ok(_) => {}
@@ -1367,10 +1382,27 @@ impl Session {
                                 .await
                                 .is_err()
                             {
+                                if wait {
+                                    self.node.metrics.close_grace_expired.increment(1);
+                                }
+                                wait = false;
                                 break;
                             }
                         }
-                        Err(_) => break,
+                        Err(_) => {
+                            wait = false;
+                            break;
+                        }
+                    }
+                }
+                if wait {
+                    // Our close is out: the client's Close (or EOF) ends the
+                    // connection at once, a client that never answers is cut
+                    // off after the grace.
+                    let answer =
+                        close::await_close(&ws.stream, &mut ws.rbuf, &mut ws.reader, grace).await;
+                    if answer == close::Answer::Expired {
+                        self.node.metrics.close_grace_expired.increment(1);
                     }
                 }
                 let _ = ws.stream.shutdown().await;
