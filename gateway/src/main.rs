@@ -4,8 +4,9 @@
 use gateway::config::{LogFormat, Startup};
 use std::process::ExitCode;
 
-// The allocator is chosen by cargo feature (see docs/operations.md for why
-// the default is what it is); without either feature it is the system's.
+// The allocator is chosen by cargo feature: mimalloc by default (it gives
+// memory back after a burst of connections; docs/operations.md has the
+// figures), jemalloc with `--features jemalloc`, the system's with neither.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
