@@ -414,3 +414,40 @@ async fn a_client_that_never_answers_a_close_is_cut_off_after_the_grace() {
     }
     node.wait_metric("roomcast_connections", 0.0).await;
 }
+
+#[tokio::test]
+async fn a_second_websocket_for_an_upgraded_socketio_session_waits_for_its_clients_close() {
+    let node = Node::start(&["--close-grace", "1s"]).await;
+    let (status, body) = node
+        .get("/socket.io/?EIO=4&transport=polling")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let open: serde_json::Value =
+        serde_json::from_str(body.trim_start_matches(|c: char| c != '{')).expect("open packet");
+    let sid = open["sid"].as_str().expect("sid").to_owned();
+    let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    let mut first = Raw::handshake(node.http, &path, &[]).await;
+    assert_eq!(first.status(), 101, "{}", first.response);
+    first.send_frame(true, 0x1, b"2probe", true).await;
+    assert_eq!(first.read_frame().await, Some((0x1, b"3probe".to_vec())));
+    first.send_frame(true, 0x1, b"5", true).await;
+
+    // One that answers the node's Close: closed then, not at the grace
+    // (the node counts a grace that ran out before it closes the socket).
+    let mut answers = Raw::handshake(node.http, &path, &[]).await;
+    assert_eq!(answers.status(), 101, "{}", answers.response);
+    assert_eq!(answers.close_code().await, Some(1008));
+    answers
+        .send_frame(true, 0x8, &1000u16.to_be_bytes(), true)
+        .await;
+    assert_eq!(answers.read_frame().await, None);
+    assert_eq!(node.metric("roomcast_close_grace_expired_total").await, 0.0);
+
+    // One that never answers: held until the grace runs out, and counted.
+    let mut silent = Raw::handshake(node.http, &path, &[]).await;
+    assert_eq!(silent.status(), 101, "{}", silent.response);
+    assert_eq!(silent.close_code().await, Some(1008));
+    assert_eq!(silent.read_frame().await, None);
+    assert_eq!(node.metric("roomcast_close_grace_expired_total").await, 1.0);
+}

@@ -640,11 +640,23 @@ impl Session {
             }
             Input::Upgrade(stream, ahead) => {
                 if self.probe.is_some() || !matches!(self.transport, Transport::Polling) {
-                    // One upgrade per session: the newcomer is closed.
+                    // One upgrade per session: the newcomer is closed, on a
+                    // task of its own, which waits for the client's Close.
                     let mut ws = Ws::new(stream, ahead, 0);
-                    let _ = ws
-                        .send_now(&frame::encode_close(1008, "already upgraded"))
-                        .await;
+                    let node = self.node.clone();
+                    tokio::spawn(async move {
+                        let bye = frame::encode_close(1008, "already upgraded");
+                        if ws.send_now(&bye).await.is_err() {
+                            return;
+                        }
+                        let grace = node.config.close_grace;
+                        let answer =
+                            close::await_close(&ws.stream, &mut ws.rbuf, &mut ws.reader, grace)
+                                .await;
+                        if answer == close::Answer::Expired {
+                            node.metrics.close_grace_expired.increment(1);
+                        }
+                    });
                     return;
                 }
                 let max = self.node.config.socketio.max_payload;
