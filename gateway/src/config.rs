@@ -372,6 +372,10 @@ pub struct Config {
     /// Time allowed for a client to send its HTTP request headers.
     #[serde(with = "duration")]
     pub handshake_timeout: Duration,
+    /// After the node sends its close frame, how long it waits for the
+    /// client's before it closes the TCP connection anyway.
+    #[serde(with = "duration")]
+    pub close_grace: Duration,
     /// HS256 secret; turns JWT auth on. Never printed.
     #[serde(skip_serializing)]
     pub jwt_secret: Option<String>,
@@ -426,6 +430,7 @@ impl Default for Config {
             max_pending_commands: 256,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            close_grace: Duration::from_secs(1),
             jwt_secret: None,
             jwt_public_key: None,
             grpc_token: None,
@@ -687,6 +692,9 @@ pub struct Cli {
     /// Time a client has to send its HTTP request headers [default: 10s]
     #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
     pub handshake_timeout: Option<String>,
+    /// After the node's close frame, how long to wait for the client's before closing TCP [default: 1s]
+    #[arg(long, env = "ROOMCAST_CLOSE_GRACE", value_name = "DURATION")]
+    pub close_grace: Option<String>,
     /// HS256 shared secret; turns JWT auth on
     #[arg(
         long,

@@ -4,6 +4,17 @@
 use gateway::config::{LogFormat, Startup};
 use std::process::ExitCode;
 
+// The allocator is chosen by cargo feature: mimalloc by default (it gives
+// memory back after a burst of connections; docs/operations.md has the
+// figures), jemalloc with `--features jemalloc`, the system's with neither.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -226,6 +226,7 @@ const CONNECTIONS_REJECTED: &str = "roomcast_connections_rejected_total";
 const DISCONNECTS: &str = "roomcast_disconnects_total";
 const PING_TIMEOUTS: &str = "roomcast_ping_timeouts_total";
 const PENDING_FULL: &str = "roomcast_pending_commands_full_total";
+const CLOSE_GRACE_EXPIRED: &str = "roomcast_close_grace_expired_total";
 const SUBSCRIPTIONS: &str = "roomcast_subscriptions";
 const ROOMS: &str = "roomcast_rooms";
 const MESSAGES_SENT: &str = "roomcast_messages_sent_total";
@@ -257,6 +258,8 @@ pub struct Metrics {
     pub ping_timeouts: Counter,
     /// Times a client filled its pipeline of commands waiting on the adapter.
     pub pending_full: Counter,
+    /// Node-initiated closes whose client never answered within the grace.
+    pub close_grace_expired: Counter,
     /// Room subscriptions on this node.
     pub subscriptions: Level,
     /// Rooms with at least one local subscriber.
@@ -350,6 +353,10 @@ impl Metrics {
             PENDING_FULL,
             "Times a client had max_pending_commands commands waiting on the adapter, so the node paused reading its commands."
         );
+        describe_counter!(
+            CLOSE_GRACE_EXPIRED,
+            "Node-initiated closes whose TCP connection was closed after the grace period, without the client's Close."
+        );
         describe_gauge!(SUBSCRIPTIONS, "Room subscriptions on this node.");
         describe_gauge!(ROOMS, "Rooms with at least one subscriber on this node.");
         describe_counter!(MESSAGES_SENT, "Frames delivered to clients.");
@@ -411,6 +418,7 @@ impl Metrics {
             disconnects: ByLabel::new(DISCONNECTS, "reason", DISCONNECT_REASONS),
             ping_timeouts: counter!(PING_TIMEOUTS),
             pending_full: counter!(PENDING_FULL),
+            close_grace_expired: counter!(CLOSE_GRACE_EXPIRED),
             subscriptions: Level::new(gauge!(SUBSCRIPTIONS)),
             rooms: Level::new(gauge!(ROOMS)),
             messages_sent: counter!(MESSAGES_SENT),

@@ -11,6 +11,7 @@ use crate::auth::Grant;
 use crate::client::{Client, ClientShared};
 use crate::outbound::Outbound;
 use crate::protocol::{Command, CommandError, CommandKind, ErrorCode, ServerEvent, Subprotocol};
+use crate::ws::close;
 use crate::ws::frame::{self, FrameReader, Message, OpCode};
 use crate::Node;
 use bytes::{Bytes, BytesMut};
@@ -30,8 +31,6 @@ const MAX_IOV: usize = 64;
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest read.
 const READ_MAX: usize = 256 * 1024;
-/// After sending our close frame, how long we wait for the client's.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What the session speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,14 +534,16 @@ impl Session {
         self.closing = Some(close);
     }
 
-    /// Sends what is left (with the close frame), waits briefly for the
-    /// client's close, and returns the disconnect label.
+    /// Sends what is left (with the close frame), waits for the client's
+    /// close (at most the close grace), and returns the disconnect label.
     async fn finish(&mut self) -> &'static str {
         let label = self.closing.as_ref().map_or("normal", |c| c.label);
-        let flush_for = if self.closing.as_ref().is_some_and(|c| c.flush) {
+        let grace = self.node.config.close_grace;
+        let flushing = self.closing.as_ref().is_some_and(|c| c.flush);
+        let flush_for = if flushing {
             self.node.config.drain_timeout.min(Duration::from_secs(5))
         } else {
-            CLOSE_GRACE
+            grace
         };
         let deadline = Instant::now() + flush_for;
         while self.has_output() {
@@ -553,6 +554,10 @@ impl Session {
                         .await
                         .is_err()
                     {
+                        if !flushing {
+                            // The close frame itself waited out the grace.
+                            self.node.metrics.close_grace_expired.increment(1);
+                        }
                         return label;
                     }
                 }
@@ -562,19 +567,11 @@ impl Session {
         if self.client_closed {
             return label;
         }
-        // Wait for the client's close frame (or EOF), reading and discarding.
-        let deadline = Instant::now() + CLOSE_GRACE;
-        let mut scratch = [0u8; 1024];
-        loop {
-            match tokio::time::timeout_at(deadline, self.stream.readable()).await {
-                Err(_) | Ok(Err(_)) => break,
-                Ok(Ok(())) => match self.stream.try_read(&mut scratch) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
-                },
-            }
+        // The client's Close (or EOF) ends the connection at once.
+        let answer =
+            close::await_close(&self.stream, &mut self.rbuf, &mut self.reader, grace).await;
+        if answer == close::Answer::Expired {
+            self.node.metrics.close_grace_expired.increment(1);
         }
         label
     }

@@ -350,3 +350,104 @@ async fn sigterm_drains_with_1001_and_exits_0() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// The paths where a node closes a WebSocket of its own accord: a session of
+/// the roomcast protocol, the echo, and socket.io over WebSocket.
+const CLOSING_PATHS: [&str; 3] = ["/ws", "/echo", "/socket.io/?EIO=4&transport=websocket"];
+
+/// Opens a WebSocket on `path` and makes the node close it: an unmasked
+/// frame is a protocol error (1002).
+async fn closed_by_the_node(node: &Node, path: &str) -> Raw {
+    let mut raw = Raw::handshake(node.http, path, &[]).await;
+    assert_eq!(raw.status(), 101, "{path}: {}", raw.response);
+    raw.send_frame(true, 0x1, b"not masked", false).await;
+    assert_eq!(raw.close_code().await, Some(1002), "{path}");
+    raw
+}
+
+#[tokio::test]
+async fn a_node_initiated_close_ends_the_connection_at_the_clients_close() {
+    // A grace far longer than the reads below wait: a node that waited it
+    // out instead of closing at the client's Close fails the test.
+    let node = Node::start(&["--echo", "--close-grace", "30s"]).await;
+    for path in CLOSING_PATHS {
+        let mut raw = closed_by_the_node(&node, path).await;
+        raw.send_frame(true, 0x8, &1000u16.to_be_bytes(), true)
+            .await;
+        // `read_frame` gives up (and fails) after 10 s; the end of the
+        // stream comes first.
+        let started = std::time::Instant::now();
+        assert_eq!(
+            raw.read_frame().await,
+            None,
+            "{path}: nothing after the close"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path}: the connection stayed open {:?} after the client's Close",
+            started.elapsed()
+        );
+    }
+    node.wait_metric("roomcast_connections", 0.0).await;
+    assert_eq!(node.metric("roomcast_close_grace_expired_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_a_close_is_cut_off_after_the_grace() {
+    let node = Node::start(&["--echo", "--close-grace", "200ms"]).await;
+    for (i, path) in CLOSING_PATHS.into_iter().enumerate() {
+        let mut raw = closed_by_the_node(&node, path).await;
+        // No Close, no end of stream: only the grace ends the connection.
+        let started = std::time::Instant::now();
+        assert_eq!(
+            raw.read_frame().await,
+            None,
+            "{path}: nothing after the close"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "{path}: cut off after {:?}, before the grace",
+            started.elapsed()
+        );
+        node.wait_metric("roomcast_close_grace_expired_total", (i + 1) as f64)
+            .await;
+    }
+    node.wait_metric("roomcast_connections", 0.0).await;
+}
+
+#[tokio::test]
+async fn a_second_websocket_for_an_upgraded_socketio_session_waits_for_its_clients_close() {
+    let node = Node::start(&["--close-grace", "1s"]).await;
+    let (status, body) = node
+        .get("/socket.io/?EIO=4&transport=polling")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let open: serde_json::Value =
+        serde_json::from_str(body.trim_start_matches(|c: char| c != '{')).expect("open packet");
+    let sid = open["sid"].as_str().expect("sid").to_owned();
+    let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    let mut first = Raw::handshake(node.http, &path, &[]).await;
+    assert_eq!(first.status(), 101, "{}", first.response);
+    first.send_frame(true, 0x1, b"2probe", true).await;
+    assert_eq!(first.read_frame().await, Some((0x1, b"3probe".to_vec())));
+    first.send_frame(true, 0x1, b"5", true).await;
+
+    // One that answers the node's Close: closed then, not at the grace
+    // (the node counts a grace that ran out before it closes the socket).
+    let mut answers = Raw::handshake(node.http, &path, &[]).await;
+    assert_eq!(answers.status(), 101, "{}", answers.response);
+    assert_eq!(answers.close_code().await, Some(1008));
+    answers
+        .send_frame(true, 0x8, &1000u16.to_be_bytes(), true)
+        .await;
+    assert_eq!(answers.read_frame().await, None);
+    assert_eq!(node.metric("roomcast_close_grace_expired_total").await, 0.0);
+
+    // One that never answers: held until the grace runs out, and counted.
+    let mut silent = Raw::handshake(node.http, &path, &[]).await;
+    assert_eq!(silent.status(), 101, "{}", silent.response);
+    assert_eq!(silent.close_code().await, Some(1008));
+    assert_eq!(silent.read_frame().await, None);
+    assert_eq!(node.metric("roomcast_close_grace_expired_total").await, 1.0);
+}

@@ -1,5 +1,5 @@
 //! `roomcast-loadtest`: load-test harness for Roomcast. Runs scenarios
-//! (echo, idle, storm, fanout, rooms, cluster, slow) against a Roomcast it
+//! (echo, idle, storm, fanout, rooms, cluster, slow, churn) against a Roomcast it
 //! starts itself and, with `--compare`, against baselines (bare
 //! fastwebsockets, Node `ws`, socket.io with its Redis adapter) under the same
 //! conditions, then prints a table and writes JSON, Markdown and PNG reports.
@@ -7,6 +7,7 @@
 //! `roomcast-loadtest smoke` runs every scenario for a couple of seconds at
 //! tiny sizes and fails if any message is lost or reordered (used by CI).
 
+mod churn;
 mod dialect;
 mod hist;
 mod publisher;
@@ -33,11 +34,11 @@ use crate::targets::{Kind, Programs};
 #[command(
     name = "roomcast-loadtest",
     about = "Load-test harness for Roomcast, with baselines side by side",
-    after_help = "Scenarios: echo idle storm fanout rooms cluster cluster-max slow, `all`, or `smoke` \
+    after_help = "Scenarios: echo idle storm fanout rooms cluster cluster-max slow churn, `all`, or `smoke` \
                   (every scenario, tiny sizes, fails on any loss; for CI)."
 )]
 struct Cli {
-    /// Scenarios to run: echo, idle, storm, fanout, rooms, cluster, cluster-max, slow, all, smoke.
+    /// Scenarios to run: echo, idle, storm, fanout, rooms, cluster, cluster-max, slow, churn, all, smoke.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Same as the scenario `smoke`.
@@ -124,6 +125,14 @@ struct Cli {
     /// Publications in flight at max rate.
     #[arg(long)]
     window: Option<u64>,
+    /// New connections per second during a churn burst (churn; its length
+    /// is --duration).
+    #[arg(long)]
+    churn_rate: Option<f64>,
+    /// Churn bursts against the same node, each reported with the memory
+    /// and files before, at the peak and 5 s after it (churn).
+    #[arg(long)]
+    bursts: Option<usize>,
     /// Echo through the `echo` command on /ws instead of raw /echo.
     #[arg(long)]
     echo_command: bool,
@@ -230,6 +239,12 @@ fn sizes_for(cli: &Cli, scenario: &str, smoke: bool) -> Sizes {
     }
     if let Some(v) = cli.window {
         s.window = v;
+    }
+    if let Some(v) = cli.churn_rate {
+        s.churn_rate = v;
+    }
+    if let Some(v) = cli.bursts {
+        s.bursts = v.max(1);
     }
     s
 }
@@ -442,7 +457,13 @@ fn summary(r: &Run) -> String {
 fn smoke_check(r: &Run) -> Vec<String> {
     let mut f = Vec::new();
     let name = format!("{} {}", r.scenario, r.label());
-    for key in ["lost", "out_of_order", "failed", "bad_replies"] {
+    for key in [
+        "lost",
+        "out_of_order",
+        "failed",
+        "bad_replies",
+        "churn_failed",
+    ] {
         if let Some(v) = r.get(key).filter(|v| *v > 0.0) {
             f.push(format!("{name}: {key} = {v}"));
         }

@@ -155,6 +155,19 @@ pub fn headline(scenario: &str) -> &'static [(&'static str, &'static str)] {
             ("rss_per_conn_bytes", "RSS B/conn"),
             ("failed", "failed"),
         ],
+        "churn" => &[
+            ("connect_per_s", "opened/s"),
+            ("rss_before_mib", "RSS before MiB"),
+            ("rss_peak_mib", "RSS peak MiB"),
+            ("rss_after_mib", "RSS after MiB"),
+            ("fds_before", "fds before"),
+            ("fds_peak", "fds peak"),
+            ("fds_after", "fds after"),
+            ("close_p50_ms", "close p50 ms"),
+            ("close_p99_ms", "close p99 ms"),
+            ("lost", "lost"),
+            ("churn_failed", "failed"),
+        ],
         "storm" => &[
             ("connections", "conns"),
             ("storm_secs", "all in s"),
@@ -199,6 +212,7 @@ pub fn primary(scenario: &str) -> &'static str {
         "idle" => "rss_per_conn_bytes",
         "storm" => "connect_per_s",
         "slow" => "lat:p99",
+        "churn" => "rss_after_vs_first_mib",
         _ => "delivered_per_s",
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::churn;
 use crate::publisher::{self, PubCounters, PubPlan, Sink};
 use crate::report::Run;
 use crate::sys;
@@ -26,6 +27,7 @@ pub const ALL: &[&str] = &[
     "cluster",
     "cluster-max",
     "slow",
+    "churn",
 ];
 
 /// Sizes of a scenario run; every field has a per-scenario default.
@@ -61,6 +63,10 @@ pub struct Sizes {
     pub slow_share: f64,
     /// Publications in flight at max rate.
     pub window: u64,
+    /// New connections per second during a churn burst.
+    pub churn_rate: f64,
+    /// Churn bursts against one node.
+    pub bursts: usize,
 }
 
 impl Sizes {
@@ -81,6 +87,8 @@ impl Sizes {
             layouts: Vec::new(),
             slow_share: 0.0,
             window: 64,
+            churn_rate: 1000.0,
+            bursts: 2,
         };
         match scenario {
             "echo" => s.connections = 64,
@@ -119,6 +127,12 @@ impl Sizes {
                 s.slow_share = 0.1;
                 s.duration = Duration::from_secs(15);
             }
+            "churn" => {
+                // Long-lived subscribers beside the burst, with a
+                // publication every 10 ms to check that they lose nothing.
+                s.subscribers = 2000;
+                s.rate = 100.0;
+            }
             _ => {}
         }
         if smoke {
@@ -152,6 +166,12 @@ impl Sizes {
                     s.subscribers = 20;
                     s.rate = 100.0;
                     s.slow_share = 0.2;
+                }
+                "churn" => {
+                    s.subscribers = 20;
+                    s.rate = 100.0;
+                    s.churn_rate = 100.0;
+                    s.duration = Duration::from_secs(1);
                 }
                 _ => {}
             }
@@ -344,6 +364,7 @@ pub async fn run(ctx: &Ctx, scenario: &str, kind: Kind, sizes: &Sizes) -> Result
             }
             Ok(vec![control, slow])
         }
+        "churn" => churn(ctx, kind, sizes).await,
         other => bail!("unknown scenario {other}"),
     }
 }
@@ -697,4 +718,163 @@ fn human_bytes(n: usize) -> String {
     } else {
         format!("{n} B")
     }
+}
+
+/// Churn: long-lived subscribers (which must lose nothing) beside bursts of
+/// connections opened at a rate and ended every way clients end them. One
+/// node for every burst, so the memory after each burst is compared with
+/// the level before the first. One run per burst.
+async fn churn(ctx: &Ctx, kind: Kind, sizes: &Sizes) -> Result<Vec<Run>> {
+    /// How long after a burst its "after" figures are taken.
+    const AFTER: Duration = Duration::from_secs(5);
+    let mut target = Target::start(kind, Layout::nodes(1), &ctx.programs).await?;
+    let pid = target.nodes[0].pid;
+    let rooms = vec!["lt.churn.0".to_string()];
+    let mut plan = ctx.plan(Mode::Subscribe, &target, sizes.subscribers);
+    plan.rooms = rooms.clone();
+    let pb = ctx.bar(format!("churn {}", kind.name()), sizes.bursts as u64);
+    pb.set_message("subscribing");
+    let mut pool = Pool::start(&plan, &ctx.spawn).await?;
+    let ready = worker::merge_ready(
+        &pool
+            .collect(Duration::from_secs(600), ready_of, |_| {})
+            .await?,
+    );
+    let sink = match (kind, target.nodes[0].grpc) {
+        (Kind::Roomcast, Some(g)) => Sink::Grpc(g),
+        _ => Sink::Ws(target.nodes[0].ws, kind.dialect()),
+    };
+    // The publisher runs through every burst and the wait after it.
+    let per_burst = sizes.duration + AFTER + Duration::from_secs(3);
+    let pplan = PubPlan {
+        rooms: rooms.clone(),
+        rate: sizes.rate.max(1.0),
+        duration: per_burst * sizes.bursts as u32 + Duration::from_secs(1),
+        size: sizes.size,
+        window: sizes.window,
+    };
+    let counters = Arc::new(PubCounters::default());
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut publisher = {
+        let counters = counters.clone();
+        tokio::spawn(async move { publisher::publish(&sink, &pplan, counters, seen).await })
+    };
+    let fds = || sys::fd_count(pid).unwrap_or(0) as f64;
+    let mib = |t: &Target| t.rss_kib() as f64 / 1024.0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first_rss = mib(&target);
+    let bplan = churn::BurstPlan {
+        addr: target.nodes[0].ws,
+        path: kind.dialect().path().to_string(),
+        subprotocol: kind.dialect().subprotocol(),
+        rate: sizes.churn_rate,
+        duration: sizes.duration,
+        source_ips: ctx.source_ips.clone(),
+        max_open: 15_000,
+    };
+    let mut runs = Vec::new();
+    for b in 1..=sizes.bursts {
+        let mut run = Run::new("churn", kind.name(), &format!("burst {b}"));
+        check_ready(&mut run, &ready);
+        pb.set_message(format!("burst {b}"));
+        pool.poll();
+        let (rss0, fds0) = (mib(&target), fds());
+        let (mut rss_peak, mut fds_peak) = (rss0, fds0);
+        let mut sampler = Sampler::new();
+        let burst = churn::burst(&bplan);
+        tokio::pin!(burst);
+        let res = loop {
+            tokio::select! {
+                r = &mut burst => break r,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    pool.poll();
+                    rss_peak = rss_peak.max(mib(&target));
+                    fds_peak = fds_peak.max(fds());
+                    sampler.sample(0, &target);
+                }
+            }
+        };
+        let settle = Instant::now();
+        while settle.elapsed() < AFTER {
+            pool.poll();
+            sampler.sample(0, &target);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (rss1, fds1) = (mib(&target), fds());
+        rss_peak = rss_peak.max(sampler.rss_peak_kib as f64 / 1024.0);
+        let ended: u64 = res.done.values().sum();
+        run.set("churn_connections", res.attempted as f64);
+        run.set("churn_ended", ended as f64);
+        run.set("churn_failed", res.failed as f64);
+        run.set(
+            "connect_per_s",
+            res.attempted as f64 / res.open_secs.max(1e-6),
+        );
+        run.set("rss_before_mib", rss0);
+        run.set("rss_peak_mib", rss_peak);
+        run.set("rss_after_mib", rss1);
+        run.set("rss_after_vs_first_mib", rss1 - first_rss);
+        run.set("fds_before", fds0);
+        run.set("fds_peak", fds_peak);
+        run.set("fds_after", fds1);
+        if res.close_latency.total > 0 {
+            let q = |p: f64| res.close_latency.quantile(p) as f64 / 1e6;
+            run.set("close_p50_ms", q(0.5));
+            run.set("close_p99_ms", q(0.99));
+            run.set("close_max_ms", res.close_latency.max as f64 / 1e6);
+        }
+        run.notes.push(format!("endings: {:?}", res.done));
+        if res.no_close > 0 {
+            run.notes.push(format!(
+                "{} node-initiated closes came without a Close frame",
+                res.no_close
+            ));
+        }
+        for e in &res.errors {
+            run.notes.push(format!("churn error: {e}"));
+        }
+        run.throughput = sampler.throughput;
+        run.rss_mib = sampler.rss;
+        run.set_latency(res.close_latency);
+        runs.push(run);
+        pb.inc(1);
+    }
+    pb.set_message("draining");
+    let published = loop {
+        tokio::select! {
+            r = &mut publisher => break r??,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => { pool.poll(); }
+        }
+    };
+    pool.send(&Command::Finish {
+        expected: published.per_room.clone(),
+        grace_ms: 3000,
+    })
+    .await?;
+    let results = pool
+        .collect(Duration::from_secs(120), done_of, |_| {})
+        .await?;
+    pb.finish_and_clear();
+    pool.shutdown().await;
+    target.check_alive()?;
+    target.stop().await;
+    let res = worker::merge_results(&results);
+    // The subscribers' figures cover every burst: each run carries them.
+    for run in &mut runs {
+        run.set("published", published.sent as f64);
+        run.set("delivered", res.delivered as f64);
+        run.set(
+            "expected",
+            published.sent as f64 * ready.connected.saturating_sub(res.slow) as f64,
+        );
+        run.set("lost", res.lost as f64);
+        run.set("out_of_order", res.out_of_order as f64);
+        if !res.fast_closed.is_empty() {
+            run.notes.push(format!(
+                "subscribers closed by the server: {:?}",
+                res.fast_closed
+            ));
+        }
+    }
+    Ok(runs)
 }

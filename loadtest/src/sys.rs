@@ -32,6 +32,11 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Open files of process `pid` (entries of `/proc/<pid>/fd`).
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
     let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;

@@ -21,6 +21,7 @@ use crate::outbound::{Control, Outbound, OutboundQueue};
 use crate::pipeline::Outcome;
 use crate::protocol::{Data, ErrorCode, Subprotocol};
 use crate::server::ConnectionSlot;
+use crate::ws::close;
 use crate::ws::frame::{self, FrameReader, Message, OpCode};
 use crate::Node;
 use bytes::{Bytes, BytesMut};
@@ -134,6 +135,10 @@ struct Ws {
     written: usize,
     /// Frames written completely since the last count.
     completed: u64,
+    /// A close frame went out already.
+    close_sent: bool,
+    /// The client's Close came.
+    peer_closed: bool,
 }
 
 impl Ws {
@@ -146,6 +151,8 @@ impl Ws {
             out: VecDeque::new(),
             written: 0,
             completed: 0,
+            close_sent: false,
+            peer_closed: false,
         }
     }
 
@@ -444,7 +451,12 @@ impl Session {
             // A WebSocket client with a full pipeline is read no further
             // until an answer frees a place (long-polling POSTs, bounded in
             // size, are taken whole).
-            let want_read = !self.namespaces.values().any(|ns| ns.client.pipeline_full());
+            let full = self.namespaces.values().any(|ns| ns.client.pipeline_full());
+            if full && !self.pipeline_full {
+                self.node.metrics.pending_full.increment(1);
+            }
+            self.pipeline_full = full;
+            let want_read = !full;
             let namespaces = &mut self.namespaces;
             let transport = &self.transport;
             let probe = &self.probe;
@@ -653,11 +665,23 @@ impl Session {
             }
             Input::Upgrade(stream, ahead) => {
                 if self.probe.is_some() || !matches!(self.transport, Transport::Polling) {
-                    // One upgrade per session: the newcomer is closed.
+                    // One upgrade per session: the newcomer is closed, on a
+                    // task of its own, which waits for the client's Close.
                     let mut ws = Ws::new(stream, ahead, 0);
-                    let _ = ws
-                        .send_now(&frame::encode_close(1008, "already upgraded"))
-                        .await;
+                    let node = self.node.clone();
+                    tokio::spawn(async move {
+                        let bye = frame::encode_close(1008, "already upgraded");
+                        if ws.send_now(&bye).await.is_err() {
+                            return;
+                        }
+                        let grace = node.config.close_grace;
+                        let answer =
+                            close::await_close(&ws.stream, &mut ws.rbuf, &mut ws.reader, grace)
+                                .await;
+                        if answer == close::Answer::Expired {
+                            node.metrics.close_grace_expired.increment(1);
+                        }
+                    });
                     return;
                 }
                 let max = self.node.config.socketio.max_payload;
@@ -688,6 +712,7 @@ impl Session {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
+                    ws.close_sent = true;
                     let _ = ws
                         .send_now(&frame::encode_close(e.close_code(), &e.to_string()))
                         .await;
@@ -703,6 +728,8 @@ impl Session {
                 }
                 Message::Pong(_) => continue,
                 Message::Close(_) => {
+                    ws.peer_closed = true;
+                    ws.close_sent = true;
                     let _ = ws.send_now(&frame::encode_close(1000, "")).await;
                     return self.end("normal");
                 }
@@ -1376,10 +1403,15 @@ impl Session {
                     let keep = usize::from(ws.written > 0);
                     ws.out.truncate(keep);
                 }
-                ws.out
-                    .push_back(Outbound::reply(frame::encode_close(code, why)));
-                let deadline = Instant::now() + Duration::from_secs(1);
+                if !ws.close_sent {
+                    ws.out
+                        .push_back(Outbound::reply(frame::encode_close(code, why)));
+                }
+                let grace = self.node.config.close_grace;
+                let deadline = Instant::now() + grace;
                 let mut done = Vec::new();
+                // Whether the client may still answer our close with its own.
+                let mut wait = why != "client_gone" && !ws.peer_closed;
                 while !ws.out.is_empty() {
                     match ws.write_some(&mut done) {
                         Ok(_) => {}
@@ -1388,10 +1420,27 @@ impl Session {
                                 .await
                                 .is_err()
                             {
+                                if wait {
+                                    self.node.metrics.close_grace_expired.increment(1);
+                                }
+                                wait = false;
                                 break;
                             }
                         }
-                        Err(_) => break,
+                        Err(_) => {
+                            wait = false;
+                            break;
+                        }
+                    }
+                }
+                if wait {
+                    // Our close is out: the client's Close (or EOF) ends the
+                    // connection at once, a client that never answers is cut
+                    // off after the grace.
+                    let answer =
+                        close::await_close(&ws.stream, &mut ws.rbuf, &mut ws.reader, grace).await;
+                    if answer == close::Answer::Expired {
+                        self.node.metrics.close_grace_expired.increment(1);
                     }
                 }
                 let _ = ws.stream.shutdown().await;

@@ -312,6 +312,14 @@ impl FrameReader {
         }
     }
 
+    /// Forgets any message in progress: the next frame is read as the
+    /// first of a message.
+    pub fn reset(&mut self) {
+        self.partial = None;
+        self.utf8 = Utf8::default();
+        self.checked = 0;
+    }
+
     /// Bytes of a fragmented message currently held.
     pub fn buffered(&self) -> usize {
         self.partial.as_ref().map_or(0, |p| p.buf.len())
