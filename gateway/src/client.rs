@@ -10,6 +10,7 @@
 //! write what the queue holds.
 
 use crate::auth::Grant;
+use crate::backend::{Backend, Peer};
 use crate::config::OverflowPolicy;
 use crate::outbound::{Control, Outbound, OutboundQueue};
 use crate::protocol::{Data, ErrorCode, ServerEvent, Subprotocol};
@@ -19,6 +20,7 @@ use roomcast_adapter::{
     ClientInfo, NodeReply, NodeRequest, PresenceEvent, PublishRequest, StreamPosition,
 };
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -38,6 +40,9 @@ pub struct ClientShared {
     /// Outbound frames and control work. Several socket.io namespaces of
     /// one connection share one queue: they share one transport.
     pub queue: Arc<OutboundQueue>,
+    /// Backend hook calls in flight for this client (`backend.max_per_session`).
+    pub backend_calls: AtomicUsize,
+    peer: OnceLock<Peer>,
 }
 
 impl ClientShared {
@@ -67,7 +72,19 @@ impl ClientShared {
             proto,
             nsp,
             queue,
+            backend_calls: AtomicUsize::new(0),
+            peer: OnceLock::new(),
         }
+    }
+
+    /// Records where the client connected from, for the backend (once).
+    pub fn set_peer(&self, peer: Peer) {
+        let _ = self.peer.set(peer);
+    }
+
+    /// Where the client connected from, when its front-end said.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.get()
     }
 
     /// The authenticated user, "" when anonymous.
@@ -177,6 +194,8 @@ pub struct Client {
     pub grant: Option<Grant>,
     /// When its token expires.
     pub expires: Option<Instant>,
+    /// Why the client ends, told to the backend (`Disconnected`) on cleanup.
+    pub end_reason: &'static str,
     rate: RateLimit,
 }
 
@@ -192,6 +211,7 @@ impl Client {
             positions: HashMap::new(),
             grant: None,
             expires: None,
+            end_reason: "normal",
         }
     }
 
@@ -278,6 +298,11 @@ impl Client {
             );
             return self.error(id, ErrorCode::TooManyRequests, &msg);
         }
+        // The backend's Subscribe hook, when the room's namespace has one.
+        let hook = Backend::check_subscribe(self.node.clone(), self.shared.clone(), room.clone());
+        if let Err(r) = hook.await {
+            return self.refuse(id, r);
+        }
         self.join(room, since, id).await;
     }
 
@@ -347,6 +372,22 @@ impl Client {
         data: Data,
         id: u64,
     ) -> bool {
+        // The backend's Publish hook, when the room's namespace has one: it
+        // may refuse the publication or replace its data.
+        let hook = Backend::check_publish(
+            self.node.clone(),
+            self.shared.clone(),
+            room.clone(),
+            event.clone(),
+            data.clone(),
+        );
+        let data = match hook.await {
+            Ok(replaced) => replaced.unwrap_or(data),
+            Err(r) => {
+                self.refuse(id, r);
+                return false;
+            }
+        };
         let ns = self.node.hub.namespaces().for_room(&room);
         let request = PublishRequest {
             room: room.clone(),
@@ -418,6 +459,15 @@ impl Client {
         }
     }
 
+    /// `rpc`: the backend answers in a task of its own, so the client's
+    /// other commands do not wait; the reply to `id` is queued when it comes.
+    pub fn rpc(&self, method: String, data: Data, id: u64) {
+        let started = Backend::spawn_rpc(self.node.clone(), self.shared.clone(), method, data, id);
+        if let Err(r) = started {
+            self.refuse(id, r);
+        }
+    }
+
     /// gRPC `Subscribe`/`Unsubscribe` for this client. Returns the close a
     /// gRPC `Disconnect` asks for.
     pub async fn control(&mut self, c: Control) -> Option<(u16, String)> {
@@ -452,6 +502,7 @@ impl Client {
             }
         }
         hub.remove_session(self.shared.id);
+        Backend::notify_disconnected(&self.node, &self.shared, self.end_reason);
     }
 }
 

@@ -8,6 +8,7 @@
 //! behind a backlog, but never inside a frame already half written.
 
 use crate::auth::Grant;
+use crate::backend::{ConnectInput, ConnectOutcome, Peer};
 use crate::client::{Client, ClientShared};
 use crate::outbound::Outbound;
 use crate::protocol::{Command, CommandError, CommandKind, ErrorCode, ServerEvent, Subprotocol};
@@ -77,6 +78,8 @@ pub struct Start {
     pub grant: Option<Grant>,
     /// A `token` query parameter was given and refused.
     pub bad_token: bool,
+    /// Where the client connected from, for the backend.
+    pub peer: Peer,
 }
 
 struct Session {
@@ -113,6 +116,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
         proto,
         grant,
         bad_token,
+        peer,
     } = start;
     // The read-ahead is a view into the HTTP layer's whole read buffer:
     // copy what it holds (usually nothing) and let the buffer go, or every
@@ -121,8 +125,11 @@ pub async fn run(node: Arc<Node>, start: Start) {
     drop(read_ahead);
     let id = node.next_session_id();
     let shared = Arc::new(ClientShared::new(id, proto, node.config.max_queue_bytes));
+    shared.set_peer(peer);
     let now = Instant::now();
-    let auth_required = node.auth.is_some() && mode == Mode::Roomcast;
+    // The backend's Connect hook needs a `connect` command, like JWT auth.
+    let backend_connect = node.backend.is_some() && node.config.backend.connect;
+    let auth_required = (node.auth.is_some() || backend_connect) && mode == Mode::Roomcast;
     let mut s = Session {
         reader: FrameReader::new(node.config.max_message_bytes),
         rbuf,
@@ -134,7 +141,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
         connected: false,
         ping_sent: None,
         next_ping: now + node.config.ping_interval,
-        auth_deadline: (auth_required && grant.is_none())
+        auth_deadline: (auth_required && (grant.is_none() || backend_connect))
             .then(|| now + node.config.connect_timeout),
         closing: None,
         client_closed: false,
@@ -145,7 +152,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
         node,
     };
     if let Some(g) = grant {
-        s.authenticate(g);
+        s.client.authenticate(g);
     }
     s.node.metrics.connections.inc();
     s.node.metrics.connections_accepted.increment(1);
@@ -164,6 +171,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
     if label == "ping_timeout" {
         s.node.metrics.ping_timeouts.increment(1);
     }
+    s.client.end_reason = label;
     s.cleanup().await;
     s.node.metrics.connections.dec();
     s.node.metrics.sessions.closed(kind, "websocket");
@@ -435,19 +443,25 @@ impl Session {
         }
         let c = &mut self.client;
         match cmd.kind {
-            CommandKind::Connect { token, client: _ } => {
+            CommandKind::Connect { token, client } => {
                 if self.connected {
                     c.error(id, ErrorCode::BadRequest, "already connected");
                     return Ok(());
                 }
+                let mut grant = None;
                 if let Some(auth) = &self.node.auth {
                     if c.grant.is_none() || !token.is_empty() {
                         match auth.verify(&token) {
-                            Ok(g) => self.authenticate(g),
+                            Ok(g) => grant = Some(g),
                             Err(e) => return Err(Close::new(4001, e.to_string(), "unauthorized")),
                         }
                     }
                 }
+                let (grant, rooms) = self.backend_connect(grant, token, client).await?;
+                if let Some(g) = grant {
+                    self.authenticate(g);
+                }
+                self.auth_deadline = None;
                 self.connected = true;
                 let ping_interval_ms = self.node.config.ping_interval.as_millis() as u64;
                 self.client.reply(
@@ -458,6 +472,11 @@ impl Session {
                         ping_interval_ms,
                     },
                 );
+                for room in rooms {
+                    if !self.client.rooms.contains(&room) {
+                        self.client.join(room, None, 0).await;
+                    }
+                }
             }
             CommandKind::Subscribe { room, since } => c.subscribe(room, since, id).await,
             CommandKind::Unsubscribe { room } => c.unsubscribe(&room, id).await,
@@ -470,8 +489,53 @@ impl Session {
                 // Echo always answers: it is what the command is for.
                 c.reply_frame(self.shared.encode(id, &ServerEvent::Echo { data: &data }));
             }
+            CommandKind::Rpc { method, data } => c.rpc(method, data, id),
         }
         Ok(())
+    }
+
+    /// The backend's Connect hook, when it is on: the grant to take (the
+    /// JWT's, with the backend's user and expiry) and the rooms to join, or
+    /// the close that refuses the client.
+    async fn backend_connect(
+        &mut self,
+        grant: Option<Grant>,
+        token: String,
+        client: String,
+    ) -> Result<(Option<Grant>, Vec<String>), Close> {
+        let Some(b) = self.node.backend.clone() else {
+            return Ok((grant, Vec::new()));
+        };
+        if !self.node.config.backend.connect {
+            return Ok((grant, Vec::new()));
+        }
+        let known = grant.as_ref().or(self.client.grant.as_ref());
+        let input = ConnectInput {
+            token,
+            client,
+            auth: Bytes::new(),
+            user: known.map(|g| g.user.clone()).unwrap_or_default(),
+        };
+        match b.connect(&self.node, &self.shared, input).await {
+            Ok(ConnectOutcome::Allow {
+                user,
+                rooms,
+                expire_at,
+            }) => {
+                let mut g = known.cloned().unwrap_or_default();
+                if let Some(u) = user {
+                    g.user = u;
+                }
+                if expire_at.is_some() {
+                    g.expires_at = expire_at;
+                }
+                Ok((Some(g), rooms))
+            }
+            Ok(ConnectOutcome::Deny { code, reason }) => {
+                Err(Close::new(code, reason, "backend_denied"))
+            }
+            Err(e) => Err(Close::new(e.close_code(), e.to_string(), "backend_error")),
+        }
     }
 
     fn begin_close(&mut self, close: Close) {

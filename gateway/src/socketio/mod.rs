@@ -187,7 +187,7 @@ pub fn encode_event(d: Dialect, nsp: &str, id: u64, event: &ServerEvent<'_>) -> 
             reply(json!({"room": room, "clients": clients}), "presence")
         }
         ServerEvent::Pong => reply(json!({}), "pong"),
-        ServerEvent::Echo { data } => {
+        ServerEvent::Echo { data } | ServerEvent::Rpc { data } => {
             if data.binary {
                 let Some(a) = ack else {
                     return Bytes::new();
