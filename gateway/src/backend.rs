@@ -439,6 +439,11 @@ impl Backend {
         }
         let r = match r {
             Err(_) => Err(CallError::Timeout(self.timeout)),
+            // The backend saw the deadline too (`grpc-timeout`), and may have
+            // answered that it passed a moment before our own timer.
+            Ok(Err(s)) if matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled) => {
+                Err(CallError::Timeout(self.timeout))
+            }
             Ok(Err(s)) => {
                 if unreachable(&s) {
                     self.set_up(false);
@@ -769,13 +774,10 @@ impl Backend {
     }
 }
 
-/// Whether a failed call shows the backend cannot be reached (as opposed
-/// to a backend that answered with an error).
+/// Whether a failed call shows the backend cannot be reached (or refuses
+/// the node's token), as opposed to a backend that answered with an error.
 fn unreachable(s: &Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable | Code::Unauthenticated | Code::DeadlineExceeded
-    )
+    matches!(s.code(), Code::Unavailable | Code::Unauthenticated)
 }
 
 /// The request with its deadline, so the backend sees it too.
