@@ -129,6 +129,9 @@ pub struct Peer {
     pub transport: &'static str,
     /// The request headers named in `backend.headers`.
     pub headers: Vec<(String, String)>,
+    /// The `token` query parameter of the request, "" when none: what
+    /// `Connect` is given when the client's connect carries no token.
+    pub token: String,
 }
 
 impl Peer {
@@ -155,7 +158,14 @@ impl Peer {
             remote_addr: remote.map(|a| a.to_string()).unwrap_or_default(),
             transport,
             headers,
+            token: String::new(),
         }
+    }
+
+    /// With the `token` query parameter of the request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.unwrap_or_default();
+        self
     }
 }
 

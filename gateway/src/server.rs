@@ -347,7 +347,8 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, mode: Mode) -> Response<
         }
     };
     let proto = negotiated.unwrap_or(Subprotocol::Json);
-    let peer = Peer::from_request(&node, remote_addr(&req), "websocket", req.headers());
+    let peer = Peer::from_request(&node, remote_addr(&req), "websocket", req.headers())
+        .with_token(token_param(&req));
     tokio::spawn(async move {
         let _slot = slot;
         let Some((stream, read_ahead)) = upgraded_stream(fut).await else {

@@ -510,6 +510,11 @@ impl Session {
             return Ok((grant, Vec::new()));
         }
         let known = grant.as_ref().or(self.client.grant.as_ref());
+        // A token given only in the URL is the one the backend sees.
+        let token = match (token.is_empty(), self.shared.peer()) {
+            (true, Some(p)) => p.token.clone(),
+            _ => token,
+        };
         let input = ConnectInput {
             token,
             client,

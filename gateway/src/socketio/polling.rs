@@ -294,7 +294,8 @@ fn upgrade(
         Ok(x) => x,
         Err(_) => return refuse(node, Refusal::BadRequest),
     };
-    let peer = Peer::from_request(node, server::remote_addr(&req), "websocket", req.headers());
+    let peer = Peer::from_request(node, server::remote_addr(&req), "websocket", req.headers())
+        .with_token(q.token.clone());
     let node = node.clone();
     tokio::spawn(async move {
         let Some((stream, ahead)) = server::upgraded_stream(fut).await else {

@@ -1002,7 +1002,7 @@ impl Session {
             .filter(|_| node.config.backend.connect)
         {
             let input = ConnectInput {
-                token: token.unwrap_or_default(),
+                token: token.unwrap_or_else(|| self.peer.token.clone()),
                 client: String::new(),
                 auth: auth
                     .as_ref()
