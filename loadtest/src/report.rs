@@ -139,7 +139,7 @@ pub struct Report {
 /// Metrics shown in tables for each scenario, with their column titles.
 pub fn headline(scenario: &str) -> &'static [(&'static str, &'static str)] {
     match scenario {
-        "echo" => &[
+        "echo" | "rpc" => &[
             ("roundtrips_per_s", "round trips/s"),
             ("connections", "conns"),
             ("lat:p50", "p50 ms"),
@@ -181,7 +181,7 @@ pub fn headline(scenario: &str) -> &'static [(&'static str, &'static str)] {
 /// The metric a scenario's ratio is taken on.
 pub fn primary(scenario: &str) -> &'static str {
     match scenario {
-        "echo" => "roundtrips_per_s",
+        "echo" | "rpc" => "roundtrips_per_s",
         "idle" => "rss_per_conn_bytes",
         "storm" => "connect_per_s",
         "slow" => "lat:p99",
@@ -436,7 +436,7 @@ pub fn plots(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
             })
             .collect();
         if !lat.is_empty() {
-            let ylabel = if sc == "echo" {
+            let ylabel = if sc == "echo" || sc == "rpc" {
                 "round-trip time, ms (log)"
             } else {
                 "publish-to-deliver latency, ms (log)"
@@ -459,7 +459,7 @@ pub fn plots(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
             .collect();
         if !thr.is_empty() {
             let ylabel = match sc.as_str() {
-                "echo" => "round trips / s",
+                "echo" | "rpc" => "round trips / s",
                 "idle" | "storm" => "connections / s",
                 _ => "deliveries / s",
             };
