@@ -1632,6 +1632,76 @@ mod tests {
         assert!(second.namespaces.for_room("chat.x").join_leave);
     }
     #[test]
+    fn backend_settings_from_every_layer() {
+        let c = load(
+            &[
+                "--backend-url",
+                "http://127.0.0.1:50052",
+                "--backend-header",
+                "X-Tenant",
+            ],
+            &[
+                ("ROOMCAST_BACKEND_TIMEOUT", "750ms"),
+                ("ROOMCAST_BACKEND_HEADERS", "cookie,x-a"),
+                ("ROOMCAST_BACKEND_MAX_PER_SESSION", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.backend.url.as_deref(), Some("http://127.0.0.1:50052"));
+        assert_eq!(c.backend.timeout, Duration::from_millis(750));
+        assert_eq!(c.backend.headers, vec!["x-tenant".to_owned()]);
+        assert_eq!(c.backend.max_per_session, 3);
+        assert_eq!(c.backend.max_concurrency, 1024);
+        let f = file("[backend]\nconnect = true\n[namespaces.chat]\nrpc = true\n");
+        let c = load(
+            &["--config", f.arg()],
+            &[("ROOMCAST_BACKEND_URL", "http://b:1")],
+        )
+        .unwrap();
+        assert!(c.backend.connect && c.namespaces.for_room("chat.x").rpc);
+        assert!(!c.namespaces.for_room("other.x").rpc);
+        assert!(!c.to_toml().contains("hook-secret"));
+    }
+
+    #[test]
+    fn backend_hooks_need_a_usable_url() {
+        let f = file("[backend]\nconnect = true\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(
+            e.starts_with("invalid `backend.connect`: needs backend.url"),
+            "{e}"
+        );
+        let e = err(&["--backend-url", "https://b:1"], &[]);
+        assert!(
+            e.starts_with("invalid `backend.url`: an https backend needs backend.tls_ca"),
+            "{e}"
+        );
+        let e = err(&["--backend-url", "redis://b:1"], &[]);
+        assert!(e.starts_with("invalid `backend.url`: "), "{e}");
+        let e = err(
+            &["--backend-url", "http://b:1", "--backend-timeout", "0s"],
+            &[],
+        );
+        assert!(e.starts_with("invalid `backend.timeout`: "), "{e}");
+        let printed = load(
+            &[
+                "--backend-url",
+                "http://b:1",
+                "--backend-token",
+                "hook-secret",
+            ],
+            &[],
+        )
+        .unwrap()
+        .to_toml();
+        assert!(!printed.contains("hook-secret"), "{printed}");
+        assert!(
+            printed.contains("# backend.token is set (not printed)"),
+            "{printed}"
+        );
+    }
+
+    #[test]
     fn every_key_flag_and_variable_is_documented() {
         let doc = include_str!("../../docs/configuration.md");
         let documented = |key: &str| doc.contains(&format!("| `{key}`"));
