@@ -52,37 +52,61 @@ impl Backend for Trivial {
     }
 }
 
-/// A running trivial backend; stopped when dropped.
+/// A running trivial backend, on a thread and runtime of its own so the
+/// coordinator's work never delays its replies; stopped when dropped.
 pub struct TrivialBackend {
     /// Where it listens.
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TrivialBackend {
     /// Starts one on a free loopback port.
     pub async fn start() -> Result<TrivialBackend> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("bind the trivial backend")?;
-        let addr = listener.local_addr()?;
-        // Replies are small: without TCP_NODELAY, Nagle's algorithm and
-        // the node's delayed ACKs would hold them for tens of milliseconds.
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |s| {
-                s.inspect(|s| {
-                    let _ = s.set_nodelay(true);
-                })
-            },
-        );
-        let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(BackendServer::new(Trivial))
-                .serve_with_incoming(incoming)
-                .await;
-        });
-        Ok(TrivialBackend { addr, task })
+        let std_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("bind the trivial backend")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("trivial-backend".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(_) => return,
+                };
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                        return;
+                    };
+                    // Replies are small: without TCP_NODELAY, Nagle's
+                    // algorithm and the node's delayed ACKs would hold them
+                    // for tens of milliseconds.
+                    let incoming = tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        |s| {
+                            s.inspect(|s| {
+                                let _ = s.set_nodelay(true);
+                            })
+                        },
+                    );
+                    let _ = tonic::transport::Server::builder()
+                        .add_service(BackendServer::new(Trivial))
+                        .serve_with_incoming_shutdown(incoming, async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })?;
+        Ok(TrivialBackend {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// `http://addr`, for `--backend-url`.
@@ -93,6 +117,12 @@ impl TrivialBackend {
 
 impl Drop for TrivialBackend {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        // The node is stopped first, so no connection holds the shutdown up.
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
