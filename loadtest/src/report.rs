@@ -139,7 +139,17 @@ pub struct Report {
 /// Metrics shown in tables for each scenario, with their column titles.
 pub fn headline(scenario: &str) -> &'static [(&'static str, &'static str)] {
     match scenario {
-        "echo" | "rpc" => &[
+        "rpc" => &[
+            ("roundtrips_per_s", "round trips/s"),
+            ("connections", "conns"),
+            ("lat:p50", "p50 ms"),
+            ("lat:p99", "p99 ms"),
+            ("hook_p50_added_ms", "hook adds p50 ms"),
+            ("hook_p99_added_ms", "hook adds p99 ms"),
+            ("server_cpu", "server CPU"),
+            ("gen_cpu", "gen CPU"),
+        ],
+        "echo" => &[
             ("roundtrips_per_s", "round trips/s"),
             ("connections", "conns"),
             ("lat:p50", "p50 ms"),
