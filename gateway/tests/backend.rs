@@ -180,6 +180,15 @@ impl Drop for Running {
 
 impl Running {
     async fn start(port: u16, backend: TestBackend) -> Running {
+        Self::start_with(port, backend, None).await
+    }
+
+    /// Serves TLS with this certificate and key (PEM).
+    async fn start_tls(backend: TestBackend, cert: String, key: String) -> Running {
+        Self::start_with(0, backend, Some((cert, key))).await
+    }
+
+    async fn start_with(port: u16, backend: TestBackend, tls: Option<(String, String)>) -> Running {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -193,7 +202,14 @@ impl Running {
         let port = listener.local_addr().unwrap().port();
         let svc = BackendServer::new(backend.clone());
         runtime.spawn(async move {
-            tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some((cert, key)) = tls {
+                let identity = tonic::transport::Identity::from_pem(cert, key);
+                builder = builder
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .unwrap();
+            }
+            builder
                 .add_service(svc)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
@@ -703,6 +719,60 @@ async fn a_backend_killed_and_restarted_is_unready_then_serves_again() {
     let r = c.call(json!({"op":"rpc","method":"a"}), 4).await;
     assert_eq!(r["op"], "rpc", "{r}");
     node.wait_metric("roomcast_backend_up", 1.0).await;
+    backend.stop();
+}
+
+#[tokio::test]
+async fn a_tls_backend_is_reached_with_its_ca_and_refused_without_it() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("roomcast-backend-tls-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let wrong_ca = dir.join("wrong.pem");
+    std::fs::write(&wrong_ca, other.cert.pem()).unwrap();
+    let backend = Running::start_tls(
+        TestBackend::default(),
+        cert.cert.pem(),
+        cert.key_pair.serialize_pem(),
+    )
+    .await;
+    let url = format!("https://localhost:{}", backend.port);
+    let config = config_file(CONFIG);
+    let start = |ca: std::path::PathBuf| {
+        let (url, config) = (url.clone(), config.clone());
+        async move {
+            Node::start(&[
+                "--config",
+                config.to_str().unwrap(),
+                "--backend-url",
+                &url,
+                "--backend-tls-ca",
+                ca.to_str().unwrap(),
+                "--backend-token",
+                "tls-token",
+            ])
+            .await
+        }
+    };
+    let node = start(ca).await;
+    let mut c = connected(&node, "tess").await;
+    let r = c.call(json!({"op":"rpc","method":"whoami"}), 2).await;
+    assert_eq!(r["data"]["user"], "user-tess", "{r}");
+    assert_eq!(
+        backend.backend.seen.lock().bearer,
+        vec!["Bearer tls-token".to_owned()]
+    );
+    // A backend whose certificate the CA did not sign is not trusted.
+    let node = start(wrong_ca).await;
+    let mut c = Client::connect(&node).await;
+    c.send(json!({"op":"connect","token":"tess","id":1})).await;
+    assert_eq!(c.closed().await.0, 1011);
+    assert_eq!(
+        common::http_get(node.http, "/readyz", &[]).await.unwrap().0,
+        503
+    );
     backend.stop();
 }
 
