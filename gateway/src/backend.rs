@@ -193,6 +193,8 @@ pub enum ConnectOutcome {
         rooms: Vec<String>,
         /// When the session must end, Unix seconds.
         expire_at: Option<u64>,
+        /// JSON shown with the client in presence.
+        info: Option<String>,
     },
     /// Refuse it: close code and reason.
     Deny {
@@ -515,6 +517,18 @@ impl Backend {
                 c.connect(deadline(req, t)).await
             })
             .await?;
+        let info = match reply.deny {
+            None if !reply.info.is_empty() => match String::from_utf8(reply.info.to_vec()) {
+                Ok(s) if serde_json::from_str::<serde::de::IgnoredAny>(&s).is_ok() => Some(s),
+                _ => {
+                    self.metrics.count(Method::Connect, "error");
+                    return Err(CallError::Failed(
+                        "the backend answered info that is not JSON".into(),
+                    ));
+                }
+            },
+            _ => None,
+        };
         let outcome = match reply.deny {
             Some(d) => ConnectOutcome::Deny {
                 code: close_code(d.code),
@@ -524,6 +538,7 @@ impl Backend {
                 user: (!reply.user.is_empty()).then_some(reply.user),
                 rooms: reply.rooms,
                 expire_at: (reply.expire_at != 0).then_some(reply.expire_at),
+                info,
             },
         };
         let result = match outcome {

@@ -43,6 +43,7 @@ pub struct ClientShared {
     /// Backend hook calls in flight for this client (`backend.max_per_session`).
     pub backend_calls: AtomicUsize,
     peer: OnceLock<Peer>,
+    presence_info: OnceLock<String>,
 }
 
 impl ClientShared {
@@ -74,6 +75,7 @@ impl ClientShared {
             queue,
             backend_calls: AtomicUsize::new(0),
             peer: OnceLock::new(),
+            presence_info: OnceLock::new(),
         }
     }
 
@@ -87,6 +89,12 @@ impl ClientShared {
         self.peer.get()
     }
 
+    /// Sets what presence shows of the client besides its user: the JSON
+    /// the backend's Connect gave (once, before the client joins a room).
+    pub fn set_presence_info(&self, info: String) {
+        let _ = self.presence_info.set(info);
+    }
+
     /// The authenticated user, "" when anonymous.
     pub fn user(&self) -> &str {
         self.user.get().map_or("", String::as_str)
@@ -98,6 +106,7 @@ impl ClientShared {
             client_id: self.client_id.clone(),
             user: self.user().to_owned(),
             node: node.to_owned(),
+            info: self.presence_info.get().cloned().unwrap_or_default(),
         }
     }
 

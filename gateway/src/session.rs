@@ -526,7 +526,11 @@ impl Session {
                 user,
                 rooms,
                 expire_at,
+                info,
             }) => {
+                if let Some(info) = info {
+                    self.shared.set_presence_info(info);
+                }
                 let mut g = known.cloned().unwrap_or_default();
                 if let Some(u) = user {
                     g.user = u;

@@ -72,9 +72,11 @@ impl Backend for TestBackend {
                     .as_secs();
                 reply.expire_at = now + 1;
             }
+            "badinfo" => reply.info = bytes::Bytes::from_static(b"{not json"),
             t => {
                 reply.user = format!("user-{t}");
                 reply.rooms = vec!["chat.welcome".into()];
+                reply.info = serde_json::to_vec(&json!({ "token": t })).unwrap().into();
             }
         }
         Ok(Response::new(reply))
@@ -240,6 +242,7 @@ headers = ["x-tenant"]
 [namespaces.chat]
 subscribe_hook = true
 publish_hook = true
+presence = true
 
 [namespaces.default]
 rpc = true
@@ -335,6 +338,11 @@ async fn connect_allows_denies_and_fails_as_the_contract_says() {
     c.send(json!({"op":"connect","token":"broken","id":1}))
         .await;
     assert_eq!(c.closed().await.0, 1011);
+    // Presence info that is not JSON is a failing backend, not a client's.
+    let mut c = Client::connect(&node).await;
+    c.send(json!({"op":"connect","token":"badinfo","id":1}))
+        .await;
+    assert_eq!(c.closed().await.0, 1011);
 
     // With the hook on, nothing goes before connect.
     let mut c = Client::connect(&node).await;
@@ -363,7 +371,7 @@ async fn connect_allows_denies_and_fails_as_the_contract_says() {
     .await;
     node.wait_metric(
         "roomcast_backend_requests_total{method=\"Connect\",result=\"error\"}",
-        1.0,
+        2.0,
     )
     .await;
     backend.stop();
@@ -565,6 +573,16 @@ async fn subscribe_and_publish_hooks_allow_deny_replace_and_time_out() {
         .call(json!({"op":"subscribe","room":"plain.secret"}), 5)
         .await;
     assert_eq!(r["op"], "subscribed", "{r}");
+    // Presence shows the info the backend gave at connect.
+    let r = c
+        .call(json!({"op":"presence","room":"chat.welcome"}), 51)
+        .await;
+    let mut clients = r["clients"].as_array().expect("clients").clone();
+    clients.sort_by_key(|c| c["user"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(clients.len(), 2, "{r}");
+    assert_eq!(clients[0]["user"], "user-carol");
+    assert_eq!(clients[0]["info"], json!({"token":"carol"}));
+    assert_eq!(clients[1]["info"], json!({"token":"reader"}));
 
     // Publish: allowed as sent, refused, replaced.
     for room in ["chat.lobby", "chat.shout"] {

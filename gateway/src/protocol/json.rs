@@ -258,6 +258,11 @@ pub fn encode(id: u64, event: &ServerEvent<'_>) -> Vec<u8> {
                 string(&mut out, &c.client_id);
                 out.extend_from_slice(b",\"user\":");
                 string(&mut out, &c.user);
+                if !c.info.is_empty() {
+                    // Checked to be JSON when the backend gave it.
+                    out.extend_from_slice(b",\"info\":");
+                    out.extend_from_slice(c.info.as_bytes());
+                }
                 out.push(b'}');
             }
             out.push(b']');

@@ -63,6 +63,7 @@ fn client(c: &roomcast_adapter::ClientInfo) -> pb::ClientInfo {
         client_id: c.client_id.clone(),
         user: c.user.clone(),
         node: String::new(),
+        info: c.info.clone(),
     }
 }
 

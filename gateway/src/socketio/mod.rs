@@ -182,7 +182,13 @@ pub fn encode_event(d: Dialect, nsp: &str, id: u64, event: &ServerEvent<'_>) -> 
         ServerEvent::Presence { room, clients } => {
             let clients: Vec<_> = clients
                 .iter()
-                .map(|c| json!({"client_id": c.client_id, "user": c.user}))
+                .map(|c| {
+                    let mut v = json!({"client_id": c.client_id, "user": c.user});
+                    if let Ok(info) = serde_json::from_str::<serde_json::Value>(&c.info) {
+                        v["info"] = info;
+                    }
+                    v
+                })
                 .collect();
             reply(json!({"room": room, "clients": clients}), "presence")
         }

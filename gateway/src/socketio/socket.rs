@@ -1015,7 +1015,11 @@ impl Session {
                     user,
                     rooms,
                     expire_at,
+                    info,
                 }) => {
+                    if let Some(info) = info {
+                        shared.set_presence_info(info);
+                    }
                     let mut g = grant.take().unwrap_or_default();
                     if let Some(u) = user {
                         g.user = u;

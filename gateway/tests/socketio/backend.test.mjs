@@ -39,7 +39,11 @@ const backendImpl = {
     const auth = r.auth.length ? JSON.parse(r.auth.toString()) : {};
     if (r.token === 'deny') return done(null, { deny: { code: 4003, reason: 'go away' } });
     if (r.token === 'slow') return setTimeout(() => done(null, {}), SLOW_MS);
-    done(null, { user: `user-${r.token || auth.name || 'anon'}`, rooms: ['chat.welcome'] });
+    done(null, {
+      user: `user-${r.token || auth.name || 'anon'}`,
+      rooms: ['chat.welcome'],
+      info: Buffer.from(JSON.stringify({ seat: r.token })),
+    });
   },
   Subscribe(call, done) {
     if (call.request.room === 'chat.secret') return done(null, hookError('forbidden', 'members only'));
@@ -100,6 +104,7 @@ disconnected = true
 [namespaces.chat]
 subscribe_hook = true
 publish_hook = true
+presence = true
 
 [namespaces.default]
 rpc = true
@@ -145,6 +150,8 @@ describe('backend hooks, socket.io-client 4.x', () => {
       return got.items.length > 0;
     }, { what: 'a publication to chat.welcome' });
     assert.deepEqual(got.items[0], [{ n: 1 }]);
+    const p = await ack(s, 'presence', 'chat.welcome');
+    assert.deepEqual(p.clients, [{ client_id: s.id, user: 'user-rooms', info: { seat: 'rooms' } }]);
     s.disconnect();
   });
 
