@@ -549,6 +549,17 @@ impl Backend {
         Ok(outcome)
     }
 
+    /// Whether a subscribe to `room` asks the backend (so callers skip
+    /// building the hook's arguments when it does not).
+    pub fn subscribe_hook_on(node: &Node, room: &str) -> bool {
+        node.backend.is_some() && node.hub.namespaces().for_room(room).subscribe_hook
+    }
+
+    /// Whether a publish to `room` asks the backend.
+    pub fn publish_hook_on(node: &Node, room: &str) -> bool {
+        node.backend.is_some() && node.hub.namespaces().for_room(room).publish_hook
+    }
+
     /// The `Subscribe` hook: `Ok` when the namespace of `room` has no
     /// `subscribe_hook` or the backend allows the subscription.
     pub async fn check_subscribe(

@@ -308,9 +308,12 @@ impl Client {
             return self.error(id, ErrorCode::TooManyRequests, &msg);
         }
         // The backend's Subscribe hook, when the room's namespace has one.
-        let hook = Backend::check_subscribe(self.node.clone(), self.shared.clone(), room.clone());
-        if let Err(r) = hook.await {
-            return self.refuse(id, r);
+        if Backend::subscribe_hook_on(&self.node, &room) {
+            let hook =
+                Backend::check_subscribe(self.node.clone(), self.shared.clone(), room.clone());
+            if let Err(r) = hook.await {
+                return self.refuse(id, r);
+            }
         }
         self.join(room, since, id).await;
     }
@@ -383,19 +386,23 @@ impl Client {
     ) -> bool {
         // The backend's Publish hook, when the room's namespace has one: it
         // may refuse the publication or replace its data.
-        let hook = Backend::check_publish(
-            self.node.clone(),
-            self.shared.clone(),
-            room.clone(),
-            event.clone(),
-            data.clone(),
-        );
-        let data = match hook.await {
-            Ok(replaced) => replaced.unwrap_or(data),
-            Err(r) => {
-                self.refuse(id, r);
-                return false;
+        let data = if Backend::publish_hook_on(&self.node, &room) {
+            let hook = Backend::check_publish(
+                self.node.clone(),
+                self.shared.clone(),
+                room.clone(),
+                event.clone(),
+                data.clone(),
+            );
+            match hook.await {
+                Ok(replaced) => replaced.unwrap_or(data),
+                Err(r) => {
+                    self.refuse(id, r);
+                    return false;
+                }
             }
+        } else {
+            data
         };
         let ns = self.node.hub.namespaces().for_room(&room);
         let request = PublishRequest {
