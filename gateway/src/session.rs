@@ -151,8 +151,12 @@ pub async fn run(node: Arc<Node>, start: Start) {
         shared,
         node,
     };
-    if let Some(g) = grant {
-        s.client.authenticate(g);
+    match grant {
+        // The backend names the user at `connect`: keep the URL token's
+        // grant until then, unapplied.
+        Some(g) if backend_connect => s.client.grant = Some(g),
+        Some(g) => s.client.authenticate(g),
+        None => {}
     }
     s.node.metrics.connections.inc();
     s.node.metrics.connections_accepted.increment(1);

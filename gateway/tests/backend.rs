@@ -402,10 +402,17 @@ async fn connect_works_with_jwt_auth_and_a_bearer_token() {
     let mut c = connected(&node, &token).await;
     let who = c.call(json!({"op":"rpc","method":"whoami"}), 2).await;
     assert_eq!(who["data"]["user"], format!("user-{token}"));
-    let seen = backend.backend.seen.lock();
-    assert_eq!(seen.connects[0].caller.as_ref().unwrap().user, "jwt-user");
-    assert_eq!(seen.bearer, vec!["Bearer hook-token".to_owned()]);
-    drop(seen);
+    {
+        let seen = backend.backend.seen.lock();
+        assert_eq!(seen.connects[0].caller.as_ref().unwrap().user, "jwt-user");
+        assert_eq!(seen.bearer, vec!["Bearer hook-token".to_owned()]);
+    }
+    // A token in the URL reaches the backend too, and its user still wins.
+    let mut c = Client::connect_with(&node, &format!("/ws?token={token}"), None).await;
+    let r = c.call(json!({"op":"connect"}), 1).await;
+    assert_eq!(r["op"], "connected", "{r}");
+    let who = c.call(json!({"op":"rpc","method":"whoami"}), 2).await;
+    assert_eq!(who["data"]["user"], format!("user-{token}"));
     backend.stop();
 }
 
