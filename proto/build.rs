@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "roomcast/v1/client.proto",
         "roomcast/v1/control.proto",
         "roomcast/v1/adapter.proto",
+        "roomcast/v1/backend.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
@@ -17,6 +18,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("roomcast_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_build::configure().bytes(["."]).compile_fds(fds)?;
+    // No generated `connect` constructors: the `Backend` service has an rpc
+    // named `Connect`, whose client method would clash with it. `lib.rs`
+    // gives `ControlClient` its constructor back.
+    tonic_build::configure()
+        .bytes(["."])
+        .build_transport(false)
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -18,7 +18,8 @@
 #     into python3's environment, or, where python3 is an externally managed
 #     system Python (Debian's), into a virtualenv ($ROOMCAST_VENV, default
 #     ~/.cache/roomcast/venv) that then goes first on PATH
-#   npm ci in clients/js and gateway/tests/socketio; cargo install cargo-fuzz --locked;
+#   npm ci in clients/js, gateway/tests/socketio and examples/chat-backend (its
+#     socket.io test runs that example backend); cargo install cargo-fuzz --locked;
 #   rustup component add rustfmt clippy
 #   Not installed: the Rust toolchain, and kubectl or kustomize (`kubectl
 #   kustomize` renders deploy/k8s; neither is a Debian package everywhere).
@@ -103,7 +104,7 @@ setup_stages() {
 #   _setup_deb_why  for each of them, "tools (Debian package package)"
 #   _setup_rustup   rustup components to add
 #   _setup_pip      pip packages to install; _setup_py_venv=1 when into a virtualenv
-#   _setup_npm_dirs Node packages (clients/js, gateway/tests/socketio) that need `npm ci`
+#   _setup_npm_dirs Node packages (clients/js, gateway/tests/socketio, examples/chat-backend) that need `npm ci`
 #   _setup_fuzz     1 when cargo-fuzz must be installed
 #   _setup_cannot   what nothing here installs, "tool (where it comes from)"
 _setup_scan() {
@@ -136,7 +137,7 @@ _setup_scan() {
           fi
         fi
         local pkg
-        for pkg in clients/js gateway/tests/socketio; do
+        for pkg in clients/js gateway/tests/socketio examples/chat-backend; do
           # npm ci stamps node_modules/.package-lock.json; an older stamp
           # means the lock file changed since.
           local d="$SETUP_ROOT/$pkg"

@@ -15,6 +15,7 @@ fn client_to_pb(c: &ClientInfo) -> pb::ClientInfo {
         client_id: c.client_id.clone(),
         user: c.user.clone(),
         node: c.node.clone(),
+        info: c.info.clone(),
     }
 }
 
@@ -23,6 +24,7 @@ fn client_from_pb(c: pb::ClientInfo) -> ClientInfo {
         client_id: c.client_id,
         user: c.user,
         node: c.node,
+        info: c.info,
     }
 }
 

@@ -511,6 +511,7 @@ pub async fn presence_events_and_exclusion(a: &TestNode, b: &TestNode) {
         client_id: "c1".into(),
         user: "u1".into(),
         node: a.handler.node_id.clone(),
+        info: r#"{"role":"admin"}"#.into(),
     };
     a.adapter
         .publish_presence_event(&r, PresenceEvent::Join(who.clone()))
@@ -550,6 +551,7 @@ pub async fn surveys_and_nodes_cover_the_cluster(a: &TestNode, b: &TestNode) {
             client_id: "x".into(),
             user: "ux".into(),
             node: a.handler.node_id.clone(),
+            info: String::new(),
         },
     ));
     b.handler.present.lock().push((
@@ -558,6 +560,7 @@ pub async fn surveys_and_nodes_cover_the_cluster(a: &TestNode, b: &TestNode) {
             client_id: "y".into(),
             user: "uy".into(),
             node: b.handler.node_id.clone(),
+            info: r#"{"seat":7}"#.into(),
         },
     ));
     let replies = a

@@ -123,6 +123,9 @@ pub struct ClientInfo {
     pub user: String,
     /// The node holding the session.
     pub node: String,
+    /// What the application's backend said about the client when it
+    /// connected (JSON text), shown in presence; "" when nothing.
+    pub info: String,
 }
 
 /// A history read.

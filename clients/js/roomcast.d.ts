@@ -152,6 +152,8 @@ export interface PresenceClient {
   client_id: string;
   user: string;
   node?: string;
+  /** What the application's backend said about the client when it connected. */
+  info?: Json;
 }
 
 /** Why the connection went away and what happens next. */
@@ -269,6 +271,8 @@ export declare class RoomcastClient extends Emitter<ClientEvents> {
   publish<T extends Json>(room: string, data: T, options?: PublishOptions): Promise<PublishedReply>;
   /** Who is in `room`. */
   presence(room: string, options?: RequestOptions): Promise<PresenceClient[]>;
+  /** Call `method` of the application's backend; resolve with its answer, reject with its error. */
+  rpc<R extends Json = Json>(method: string, data?: Json, options?: RequestOptions): Promise<R>;
   /** Send `data` and resolve with what the server echoes. */
   echo<T extends Json>(data: T, options?: RequestOptions): Promise<T>;
   /** Send a `ping` now; resolves with the round-trip time in ms. */

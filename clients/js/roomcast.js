@@ -765,6 +765,14 @@ export class RoomcastClient extends Emitter {
     return this._request({ op: 'presence', room }, options).then((r) => r.clients || []);
   }
 
+  /**
+   * Calls `method` of the application's backend with `data` (the node's
+   * backend hooks); resolves with its answer, rejects with its error.
+   */
+  rpc(method, data = null, options = {}) {
+    return this._request({ op: 'rpc', method, data }, options).then((r) => r.data);
+  }
+
   /** Sends `data` to the server and resolves with what comes back. */
   echo(data, options = {}) {
     return this._request({ op: 'echo', data }, options).then((r) => r.data);

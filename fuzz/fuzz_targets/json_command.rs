@@ -31,7 +31,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(cmd) => {
             assert!(is_json, "accepted something that is not JSON");
             match &cmd.kind {
-                CommandKind::Publish { data: d, .. } | CommandKind::Echo { data: d } => {
+                CommandKind::Publish { data: d, .. }
+                | CommandKind::Echo { data: d }
+                | CommandKind::Rpc { data: d, .. } => {
                     assert!(!d.binary);
                     let v: Value = serde_json::from_slice(&d.bytes).expect("data is JSON");
                     if let CommandKind::Echo { .. } = cmd.kind {

@@ -10,6 +10,7 @@
 //! write what the queue holds.
 
 use crate::auth::Grant;
+use crate::backend::{Backend, Peer};
 use crate::config::OverflowPolicy;
 use crate::outbound::{Control, Outbound, OutboundQueue};
 use crate::pipeline::{Outcome, Pipeline};
@@ -22,6 +23,7 @@ use roomcast_adapter::{
     ClientInfo, NodeReply, NodeRequest, PresenceEvent, PublishRequest, StreamPosition,
 };
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -41,6 +43,10 @@ pub struct ClientShared {
     /// Outbound frames and control work. Several socket.io namespaces of
     /// one connection share one queue: they share one transport.
     pub queue: Arc<OutboundQueue>,
+    /// Backend hook calls in flight for this client (`backend.max_per_session`).
+    pub backend_calls: AtomicUsize,
+    peer: OnceLock<Peer>,
+    presence_info: OnceLock<String>,
 }
 
 impl ClientShared {
@@ -70,7 +76,26 @@ impl ClientShared {
             proto,
             nsp,
             queue,
+            backend_calls: AtomicUsize::new(0),
+            peer: OnceLock::new(),
+            presence_info: OnceLock::new(),
         }
+    }
+
+    /// Records where the client connected from, for the backend (once).
+    pub fn set_peer(&self, peer: Peer) {
+        let _ = self.peer.set(peer);
+    }
+
+    /// Where the client connected from, when its front-end said.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.get()
+    }
+
+    /// Sets what presence shows of the client besides its user: the JSON
+    /// the backend's Connect gave (once, before the client joins a room).
+    pub fn set_presence_info(&self, info: String) {
+        let _ = self.presence_info.set(info);
     }
 
     /// The authenticated user, "" when anonymous.
@@ -84,6 +109,7 @@ impl ClientShared {
             client_id: self.client_id.clone(),
             user: self.user().to_owned(),
             node: node.to_owned(),
+            info: self.presence_info.get().cloned().unwrap_or_default(),
         }
     }
 
@@ -194,6 +220,8 @@ pub struct Client {
     /// Subscribes and unsubscribes still in the pipeline, by room: the
     /// checks of later commands see the rooms as they will be.
     pending_rooms: HashMap<String, PendingRoom>,
+    /// Why the client ends, told to the backend (`Disconnected`) on cleanup.
+    pub end_reason: &'static str,
     rate: RateLimit,
 }
 
@@ -211,6 +239,7 @@ impl Client {
             expires: None,
             pipeline: Pipeline::default(),
             pending_rooms: HashMap::new(),
+            end_reason: "normal",
         }
     }
 
@@ -415,20 +444,40 @@ impl Client {
             );
             return self.error(id, ErrorCode::TooManyRequests, &msg);
         }
-        self.join(room, since, id);
+        self.join_with(room, since, id, true);
     }
 
     /// Joins a room without the checks of a client command (the node's own
-    /// decisions: gRPC `Subscribe`, socket.io `join` lists).
+    /// decisions: gRPC `Subscribe`, socket.io `join` lists, the backend's
+    /// Connect).
     pub fn join(&mut self, room: String, since: Option<StreamPosition>, id: u64) {
+        self.join_with(room, since, id, false);
+    }
+
+    /// Joins a room, first asking the backend's Subscribe hook when `hook`
+    /// and the room's namespace has one.
+    fn join_with(&mut self, room: String, since: Option<StreamPosition>, id: u64, hook: bool) {
         if self.is_member(&room) {
             return self.error(id, ErrorCode::BadRequest, "already subscribed");
         }
+        let hook = hook && Backend::subscribe_hook_on(&self.node, &room);
         self.plan_membership(&room, true);
-        let hub = self.node.hub.clone();
+        let node = self.node.clone();
         let shared = self.shared.clone();
         self.start(true, move || {
             async move {
+                if hook {
+                    let asked =
+                        Backend::check_subscribe(node.clone(), shared.clone(), room.clone());
+                    if let Err(refusal) = asked.await {
+                        return Outcome::Joined {
+                            room,
+                            result: Err(refusal),
+                            id,
+                        };
+                    }
+                }
+                let hub = &node.hub;
                 let result = match hub.subscribe(&shared, &room, since, id).await {
                     Ok(start) => {
                         hub.announce(&room, PresenceEvent::Join(shared.info(hub.node_id())))
@@ -494,50 +543,58 @@ impl Client {
     /// Publishes without the client-publish checks (a socket.io event the
     /// configuration routes to a room).
     pub fn publish_unchecked(&mut self, room: String, event: String, data: Data, id: u64) {
-        let ns = self.node.hub.namespaces().for_room(&room);
-        let request = PublishRequest {
-            room,
-            event,
-            data: data.bytes,
-            binary: data.binary,
-            exclude_client_id: String::new(),
-            idempotency_key: String::new(),
-            history: ns.history(),
+        let node = self.node.clone();
+        let shared = self.shared.clone();
+        if Backend::publish_hook_on(&self.node, &room) {
+            // The backend may refuse or rewrite each publication, so each is
+            // decided before the next starts: none overtakes another.
+            self.start(true, move || {
+                async move {
+                    let asked = Backend::check_publish(
+                        node.clone(),
+                        shared.clone(),
+                        room.clone(),
+                        event.clone(),
+                        data.clone(),
+                    );
+                    match asked.await {
+                        Ok(replaced) => {
+                            let data = replaced.unwrap_or(data);
+                            accept(&node, shared, room, event, data, id).await
+                        }
+                        Err((code, message)) => {
+                            Outcome::Reply(error_frame(&node, &shared, id, code, &message))
+                        }
+                    }
+                }
+                .boxed()
+            });
+            return;
+        }
+        self.start(false, move || {
+            accept(&node, shared, room, event, data, id).boxed()
+        });
+    }
+
+    /// `rpc`: the backend's answer is the reply, in command order; the
+    /// client's other commands go on meanwhile.
+    pub fn rpc(&mut self, method: String, data: Data, id: u64) {
+        let permit = match Backend::rpc_permit(&self.node, &self.shared, &method) {
+            Ok(permit) => permit,
+            Err(r) => return self.refuse(id, r),
         };
         let node = self.node.clone();
         let shared = self.shared.clone();
         self.start(false, move || {
-            let room = request.room.clone();
-            // The publication's place in its room is fixed here, when the
-            // operation starts; the future only waits for the answer.
-            let accepted = node.hub.adapter().publish(request);
             async move {
-                let frame = match accepted.await {
-                    Ok(res) => {
-                        node.metrics.publication("client");
-                        if id == 0 {
-                            Bytes::new()
-                        } else {
-                            shared.encode(
-                                id,
-                                &ServerEvent::Published {
-                                    room: &room,
-                                    offset: res.offset,
-                                },
-                            )
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(room, error = %e, "client publish failed");
-                        error_frame(
-                            &node,
-                            &shared,
-                            id,
-                            ErrorCode::Internal,
-                            "publication not accepted: adapter unavailable",
-                        )
-                    }
-                };
+                let frame =
+                    match Backend::rpc_with(node.clone(), shared.clone(), method, data, permit)
+                        .await
+                    {
+                        Ok(data) if id != 0 => shared.encode(id, &ServerEvent::Rpc { data: &data }),
+                        Ok(_) => Bytes::new(),
+                        Err((code, message)) => error_frame(&node, &shared, id, code, &message),
+                    };
                 Outcome::Reply(frame)
             }
             .boxed()
@@ -624,6 +681,61 @@ impl Client {
             }
         }
         hub.remove_session(self.shared.id);
+        Backend::notify_disconnected(&self.node, &self.shared, self.end_reason);
+    }
+}
+
+/// Hands a publication to the adapter (which fixes its place in its
+/// room's order now) and returns the future of its reply.
+fn accept(
+    node: &Arc<Node>,
+    shared: Arc<ClientShared>,
+    room: String,
+    event: String,
+    data: Data,
+    id: u64,
+) -> impl std::future::Future<Output = Outcome> + Send + 'static {
+    let ns = node.hub.namespaces().for_room(&room);
+    let request = PublishRequest {
+        room,
+        event,
+        data: data.bytes,
+        binary: data.binary,
+        exclude_client_id: String::new(),
+        idempotency_key: String::new(),
+        history: ns.history(),
+    };
+    let room = request.room.clone();
+    let accepted = node.hub.adapter().publish(request);
+    let node = node.clone();
+    async move {
+        let frame = match accepted.await {
+            Ok(res) => {
+                node.metrics.publication("client");
+                if id == 0 {
+                    Bytes::new()
+                } else {
+                    shared.encode(
+                        id,
+                        &ServerEvent::Published {
+                            room: &room,
+                            offset: res.offset,
+                        },
+                    )
+                }
+            }
+            Err(e) => {
+                tracing::warn!(room, error = %e, "client publish failed");
+                error_frame(
+                    &node,
+                    &shared,
+                    id,
+                    ErrorCode::Internal,
+                    "publication not accepted: adapter unavailable",
+                )
+            }
+        };
+        Outcome::Reply(frame)
     }
 }
 

@@ -123,6 +123,13 @@ pub struct NamespaceOptions {
     pub presence: bool,
     /// Slow consumer policy.
     pub overflow: OverflowPolicy,
+    /// The backend decides each client subscribe (`Subscribe` hook).
+    pub subscribe_hook: bool,
+    /// The backend decides each client publish and may replace its data
+    /// (`Publish` hook).
+    pub publish_hook: bool,
+    /// Clients may call the backend's methods in this namespace (`Rpc`).
+    pub rpc: bool,
 }
 
 impl Default for NamespaceOptions {
@@ -134,6 +141,9 @@ impl Default for NamespaceOptions {
             join_leave: false,
             presence: false,
             overflow: OverflowPolicy::Disconnect,
+            subscribe_hook: false,
+            publish_hook: false,
+            rpc: false,
         }
     }
 }
@@ -160,6 +170,9 @@ struct NamespaceSection {
     join_leave: Option<bool>,
     presence: Option<bool>,
     overflow: Option<OverflowPolicy>,
+    subscribe_hook: Option<bool>,
+    publish_hook: Option<bool>,
+    rpc: Option<bool>,
 }
 
 impl NamespaceSection {
@@ -171,6 +184,9 @@ impl NamespaceSection {
             join_leave: self.join_leave.unwrap_or(base.join_leave),
             presence: self.presence.unwrap_or(base.presence),
             overflow: self.overflow.unwrap_or(base.overflow),
+            subscribe_hook: self.subscribe_hook.unwrap_or(base.subscribe_hook),
+            publish_hook: self.publish_hook.unwrap_or(base.publish_hook),
+            rpc: self.rpc.unwrap_or(base.rpc),
         }
     }
 }
@@ -204,6 +220,12 @@ impl Namespaces {
 
     fn has(&self, name: &str) -> bool {
         self.named.contains_key(name)
+    }
+
+    /// Every namespace's options, `default` first, with its name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &NamespaceOptions)> {
+        std::iter::once(("default", &self.default))
+            .chain(self.named.iter().map(|(n, o)| (n.as_str(), o)))
     }
 }
 
@@ -305,6 +327,53 @@ impl Default for SocketIoConfig {
     }
 }
 
+/// Backend hooks: `[backend]`, the gRPC service `roomcast.v1.Backend` the
+/// node calls (docs/backend.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Where the backend listens (`http://host:port`, or `https://` with
+    /// `tls_ca`); hooks are off without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// How long one hook call may take before the client gets `internal`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Bearer token sent with every call. Never printed.
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+    /// CA certificate (PEM file) that signs an `https` backend's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Call `Connect` when a client connects.
+    pub connect: bool,
+    /// Call `Disconnected` when a session ends.
+    pub disconnected: bool,
+    /// Request headers (lower-case names) passed to `Connect`.
+    #[serde(with = "list")]
+    pub headers: Vec<String>,
+    /// Hook calls in flight on this node; past it, calls are refused at once.
+    pub max_concurrency: usize,
+    /// Hook calls in flight for one session; past it, its calls are refused.
+    pub max_per_session: usize,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout: Duration::from_secs(2),
+            token: None,
+            tls_ca: None,
+            connect: false,
+            disconnected: false,
+            headers: Vec::new(),
+            max_concurrency: 1024,
+            max_per_session: 8,
+        }
+    }
+}
+
 /// `[socketio.events.NAME]`: `emit(NAME, data)` publishes `data` to `room`
 /// as the event `as` (NAME when unset).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,6 +470,8 @@ pub struct Config {
     pub namespaces: Namespaces,
     /// socket.io compatibility, `[socketio]`.
     pub socketio: SocketIoConfig,
+    /// Backend hooks, `[backend]`.
+    pub backend: BackendConfig,
     /// JWT verification, resolved from `jwt_secret` or `jwt_public_key`.
     #[serde(skip)]
     pub jwt: Option<JwtKey>,
@@ -441,6 +512,7 @@ impl Default for Config {
             echo: false,
             namespaces: Namespaces::default(),
             socketio: SocketIoConfig::default(),
+            backend: BackendConfig::default(),
             jwt: None,
             grpc_tls: None,
         }
@@ -741,6 +813,37 @@ pub struct Cli {
     /// Be the server of the official Engine.IO and Socket.IO protocol test suites (testing only)
     #[arg(long, env = "ROOMCAST_SOCKETIO_CONFORMANCE")]
     pub socketio_conformance: bool,
+    /// The application's roomcast.v1.Backend gRPC service, e.g. http://127.0.0.1:50052; hooks are off without it
+    #[arg(long, env = "ROOMCAST_BACKEND_URL", value_name = "URL")]
+    pub backend_url: Option<String>,
+    /// How long a backend hook call may take; past it the client gets `internal` [default: 2s]
+    #[arg(long, env = "ROOMCAST_BACKEND_TIMEOUT", value_name = "DURATION")]
+    pub backend_timeout: Option<String>,
+    /// Bearer token sent with every backend call
+    #[arg(
+        long,
+        env = "ROOMCAST_BACKEND_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub backend_token: Option<String>,
+    /// CA certificate (PEM file) of an https backend
+    #[arg(long, env = "ROOMCAST_BACKEND_TLS_CA", value_name = "FILE")]
+    pub backend_tls_ca: Option<PathBuf>,
+    /// Request header passed to the backend's Connect (repeatable; comma-separated in the environment)
+    #[arg(
+        long = "backend-header",
+        env = "ROOMCAST_BACKEND_HEADERS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub backend_header: Vec<String>,
+    /// Backend hook calls in flight on this node; more are refused at once [default: 1024]
+    #[arg(long, env = "ROOMCAST_BACKEND_MAX_CONCURRENCY", value_name = "N")]
+    pub backend_max_concurrency: Option<String>,
+    /// Backend hook calls in flight for one session; more are refused at once [default: 8]
+    #[arg(long, env = "ROOMCAST_BACKEND_MAX_PER_SESSION", value_name = "N")]
+    pub backend_max_per_session: Option<String>,
 }
 
 /// Arguments of [`Cli`] that are not configuration keys.
@@ -754,12 +857,19 @@ fn key_of_flag(id: &str) -> &str {
         "socketio_path" => "socketio.path",
         "socketio_max_payload" => "socketio.max_payload",
         "socketio_conformance" => "socketio.conformance",
+        "backend_url" => "backend.url",
+        "backend_timeout" => "backend.timeout",
+        "backend_token" => "backend.token",
+        "backend_tls_ca" => "backend.tls_ca",
+        "backend_header" => "backend.headers",
+        "backend_max_concurrency" => "backend.max_concurrency",
+        "backend_max_per_session" => "backend.max_per_session",
         other => other,
     }
 }
 
 /// Keys whose value is a list (a repeatable flag).
-const LIST_KEYS: &[&str] = &["redis_url", "allowed_origins"];
+const LIST_KEYS: &[&str] = &["redis_url", "allowed_origins", "backend.headers"];
 
 /// The environment's layer: values under the configuration keys their
 /// variables name (`ROOMCAST_SOCKETIO_PATH` is `socketio.path`).
@@ -925,6 +1035,9 @@ impl Config {
         if !self.socketio.path.ends_with('/') {
             self.socketio.path.push('/');
         }
+        for h in &mut self.backend.headers {
+            *h = h.trim().to_ascii_lowercase();
+        }
         if self.socketio.conformance {
             // What the official protocol test suites expect of their server.
             self.socketio.enabled = true;
@@ -998,6 +1111,7 @@ impl Config {
         for (key, set) in [
             ("jwt_secret", self.jwt_secret.is_some()),
             ("grpc_token", self.grpc_token.is_some()),
+            ("backend.token", self.backend.token.is_some()),
         ] {
             if set {
                 out.push_str(&format!("# {key} is set (not printed)\n"));
@@ -1064,8 +1178,70 @@ impl Config {
         }
     }
 
+    fn validate_backend(&self) -> Result<(), ConfigError> {
+        let b = &self.backend;
+        let Some(url) = &b.url else {
+            if b.connect {
+                return Err(invalid("backend.connect", "needs backend.url"));
+            }
+            if b.disconnected {
+                return Err(invalid("backend.disconnected", "needs backend.url"));
+            }
+            for (name, o) in self.namespaces.iter() {
+                for (key, on) in [
+                    ("subscribe_hook", o.subscribe_hook),
+                    ("publish_hook", o.publish_hook),
+                    ("rpc", o.rpc),
+                ] {
+                    if on {
+                        return Err(invalid(
+                            &format!("namespaces.{name}.{key}"),
+                            "needs backend.url",
+                        ));
+                    }
+                }
+            }
+            return Ok(());
+        };
+        let parsed = url::Url::parse(url)
+            .map_err(|e| invalid("backend.url", format!("{url:?} is not a URL ({e})")))?;
+        match parsed.scheme() {
+            "http" => {}
+            "https" if b.tls_ca.is_some() => {}
+            "https" => {
+                return Err(invalid(
+                    "backend.url",
+                    "an https backend needs backend.tls_ca (the CA certificate that signs its certificate)",
+                ))
+            }
+            other => {
+                return Err(invalid(
+                    "backend.url",
+                    format!("scheme {other:?}: use http:// or https://"),
+                ))
+            }
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("backend.url", format!("{url:?} has no host")));
+        }
+        if b.timeout.is_zero() {
+            return Err(invalid("backend.timeout", "must be greater than 0"));
+        }
+        if b.max_concurrency == 0 {
+            return Err(invalid("backend.max_concurrency", "must be at least 1"));
+        }
+        if b.max_per_session == 0 {
+            return Err(invalid("backend.max_per_session", "must be at least 1"));
+        }
+        if b.token.as_deref() == Some("") {
+            return Err(invalid("backend.token", "must not be empty"));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_socketio()?;
+        self.validate_backend()?;
         if self.ping_interval.is_zero() {
             return Err(invalid("ping_interval", "must be greater than 0"));
         }
@@ -1475,6 +1651,76 @@ mod tests {
         assert!(second.namespaces.for_room("chat.x").join_leave);
     }
     #[test]
+    fn backend_settings_from_every_layer() {
+        let c = load(
+            &[
+                "--backend-url",
+                "http://127.0.0.1:50052",
+                "--backend-header",
+                "X-Tenant",
+            ],
+            &[
+                ("ROOMCAST_BACKEND_TIMEOUT", "750ms"),
+                ("ROOMCAST_BACKEND_HEADERS", "cookie,x-a"),
+                ("ROOMCAST_BACKEND_MAX_PER_SESSION", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.backend.url.as_deref(), Some("http://127.0.0.1:50052"));
+        assert_eq!(c.backend.timeout, Duration::from_millis(750));
+        assert_eq!(c.backend.headers, vec!["x-tenant".to_owned()]);
+        assert_eq!(c.backend.max_per_session, 3);
+        assert_eq!(c.backend.max_concurrency, 1024);
+        let f = file("[backend]\nconnect = true\n[namespaces.chat]\nrpc = true\n");
+        let c = load(
+            &["--config", f.arg()],
+            &[("ROOMCAST_BACKEND_URL", "http://b:1")],
+        )
+        .unwrap();
+        assert!(c.backend.connect && c.namespaces.for_room("chat.x").rpc);
+        assert!(!c.namespaces.for_room("other.x").rpc);
+        assert!(!c.to_toml().contains("hook-secret"));
+    }
+
+    #[test]
+    fn backend_hooks_need_a_usable_url() {
+        let f = file("[backend]\nconnect = true\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(
+            e.starts_with("invalid `backend.connect`: needs backend.url"),
+            "{e}"
+        );
+        let e = err(&["--backend-url", "https://b:1"], &[]);
+        assert!(
+            e.starts_with("invalid `backend.url`: an https backend needs backend.tls_ca"),
+            "{e}"
+        );
+        let e = err(&["--backend-url", "redis://b:1"], &[]);
+        assert!(e.starts_with("invalid `backend.url`: "), "{e}");
+        let e = err(
+            &["--backend-url", "http://b:1", "--backend-timeout", "0s"],
+            &[],
+        );
+        assert!(e.starts_with("invalid `backend.timeout`: "), "{e}");
+        let printed = load(
+            &[
+                "--backend-url",
+                "http://b:1",
+                "--backend-token",
+                "hook-secret",
+            ],
+            &[],
+        )
+        .unwrap()
+        .to_toml();
+        assert!(!printed.contains("hook-secret"), "{printed}");
+        assert!(
+            printed.contains("# backend.token is set (not printed)"),
+            "{printed}"
+        );
+    }
+
+    #[test]
     fn every_key_flag_and_variable_is_documented() {
         let doc = include_str!("../../docs/configuration.md");
         let documented = |key: &str| doc.contains(&format!("| `{key}`"));
@@ -1499,7 +1745,7 @@ mod tests {
         let tree: toml::Table = toml::from_str(&every.to_toml()).expect("prints TOML");
         for key in tree
             .keys()
-            .filter(|k| *k != "namespaces" && *k != "socketio")
+            .filter(|k| *k != "namespaces" && *k != "socketio" && *k != "backend")
         {
             assert!(
                 documented(key),
@@ -1511,6 +1757,19 @@ mod tests {
         };
         for key in sio.keys().filter(|k| *k != "events") {
             let key = format!("socketio.{key}");
+            assert!(
+                documented(&key),
+                "docs/configuration.md lacks the key `{key}`"
+            );
+        }
+        let toml::Value::Table(backend) = &tree["backend"] else {
+            panic!("backend is a table")
+        };
+        for key in backend
+            .keys()
+            .map(|k| format!("backend.{k}"))
+            .chain(["backend.token".to_owned(), "backend.url".to_owned()])
+        {
             assert!(
                 documented(&key),
                 "docs/configuration.md lacks the key `{key}`"

@@ -335,6 +335,7 @@ impl Control for ControlService {
                         client_id: c.client_id,
                         user: c.user,
                         node: c.node,
+                        info: c.info,
                     })
                     .collect(),
             })

@@ -6,6 +6,7 @@
 //! go to; [`run`] does everything else.
 
 pub mod auth;
+pub mod backend;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -57,6 +58,9 @@ pub enum RunError {
     /// Bad configuration found while starting.
     #[error("{0}")]
     Config(#[from] config::ConfigError),
+    /// The backend client could not be built.
+    #[error("{0}")]
+    Backend(#[from] backend::BackendError),
     /// The gRPC server failed.
     #[error("grpc: {0}")]
     Grpc(String),
@@ -78,6 +82,8 @@ pub struct Node {
     pub open_sessions: AtomicUsize,
     /// socket.io sessions by id, for polling requests and upgrades.
     pub socketio: socketio::Registry,
+    /// The client of the application's backend, when `backend.url` is set.
+    pub backend: Option<Arc<backend::Backend>>,
     session_ids: AtomicU64,
     draining: watch::Sender<bool>,
     adapter_up: watch::Receiver<bool>,
@@ -100,9 +106,20 @@ impl Node {
         *self.draining.borrow()
     }
 
-    /// Accepting sessions and the adapter is up.
+    /// Accepting sessions, the adapter is up and the backend (when there
+    /// is one) answers.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && *self.adapter_up.borrow()
+        !self.is_draining() && *self.adapter_up.borrow() && self.backend_up()
+    }
+
+    /// Whether the adapter is up.
+    pub fn adapter_up(&self) -> bool {
+        *self.adapter_up.borrow()
+    }
+
+    /// Whether the backend answers (true when there is none).
+    pub fn backend_up(&self) -> bool {
+        self.backend.as_ref().is_none_or(|b| b.is_up())
     }
 
     /// Takes one token from the new-connection budget.
@@ -196,6 +213,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let adapter = build_adapter(&config).await?;
     let auth = config.jwt.as_ref().map(Authenticator::new).transpose()?;
+    let backend = backend::Backend::new(&config)?;
     let hub = Arc::new(Hub::new(
         config.node_id.clone(),
         adapter.clone(),
@@ -216,19 +234,24 @@ pub async fn run(
         auth,
         open_sessions: AtomicUsize::new(0),
         socketio: Default::default(),
+        backend,
         session_ids: AtomicU64::new(1),
         draining,
         connect_budget: Mutex::new((config.connection_rate as f64, Instant::now())),
         config,
     });
 
-    // Keep the adapter/readiness gauges in step with the adapter's health.
+    // Keep the adapter/readiness gauges in step with the adapter's and the
+    // backend's health.
     let mut health = adapter.health();
+    let (_no_backend, unchanging) = watch::channel(true);
+    let mut backend_health = node.backend.as_ref().map_or(unchanging, |b| b.health());
     let mut drain_rx = node.draining();
     let gauges = node.clone();
     tokio::spawn(async move {
         loop {
             let up = *health.borrow_and_update();
+            backend_health.borrow_and_update();
             gauges.metrics.adapter_up.set(f64::from(u8::from(up)));
             gauges
                 .metrics
@@ -236,12 +259,16 @@ pub async fn run(
                 .set(f64::from(u8::from(gauges.is_ready())));
             tokio::select! {
                 r = health.changed() => if r.is_err() { return },
+                r = backend_health.changed() => if r.is_err() { return },
                 _ = drain_rx.changed() => {}
             }
         }
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(b) = &node.backend {
+        tokio::spawn(b.clone().probe(stop_rx.clone()));
+    }
     // The exporter keeps every histogram sample until upkeep folds it into
     // the buckets; at millions of deliveries per second, waiting for the
     // next scrape would hold millions of samples, so fold them every second.

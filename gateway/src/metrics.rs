@@ -59,6 +59,8 @@ const DISCONNECT_REASONS: &[&str] = &[
     "unauthorized",
     "disconnected",
     "draining",
+    "backend_denied",
+    "backend_error",
 ];
 
 /// Values of `roomcast_sessions{protocol,transport}`: every front-end and

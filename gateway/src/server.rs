@@ -2,6 +2,7 @@
 //! upgrade. Every refusal happens before the upgrade, with a status code and
 //! a metric.
 
+use crate::backend::Peer;
 use crate::protocol::Subprotocol;
 use crate::session::{self, Mode, Start};
 use crate::Node;
@@ -58,15 +59,28 @@ pub async fn serve(
     }
 }
 
+/// The address a request came from, in its extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+/// The address a request came from, when known.
+pub fn remote_addr<B>(req: &Request<B>) -> Option<std::net::SocketAddr> {
+    req.extensions().get::<RemoteAddr>().map(|r| r.0)
+}
+
 async fn connection(node: Arc<Node>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let remote = stream.peer_addr().ok();
     let io = TokioIo::new(stream);
     let mut draining = node.draining();
     // Connections made while draining are still served (`/readyz` says 503,
     // `/metrics` keeps working); only older keep-alive ones are wound down.
     let drain_started = node.is_draining();
     let svc_node = node.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(addr) = remote {
+            req.extensions_mut().insert(RemoteAddr(addr));
+        }
         let node = svc_node.clone();
         async move { Ok::<_, Infallible>(route(node, req).await) }
     });
@@ -104,8 +118,10 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
                 text(StatusCode::OK, "ready\n")
             } else if node.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            } else {
+            } else if !node.adapter_up() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "adapter down\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "backend unreachable\n")
             }
         }
         "/metrics" => {
@@ -331,6 +347,8 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, mode: Mode) -> Response<
         }
     };
     let proto = negotiated.unwrap_or(Subprotocol::Json);
+    let peer = Peer::from_request(&node, remote_addr(&req), "websocket", req.headers())
+        .with_token(token_param(&req));
     tokio::spawn(async move {
         let _slot = slot;
         let Some((stream, read_ahead)) = upgraded_stream(fut).await else {
@@ -343,6 +361,7 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, mode: Mode) -> Response<
             proto,
             grant,
             bad_token,
+            peer,
         };
         session::run(node, start).await;
     });

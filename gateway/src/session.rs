@@ -8,6 +8,7 @@
 //! behind a backlog, but never inside a frame already half written.
 
 use crate::auth::Grant;
+use crate::backend::{ConnectInput, ConnectOutcome, Peer};
 use crate::client::{Client, ClientShared};
 use crate::outbound::Outbound;
 use crate::protocol::{Command, CommandError, CommandKind, ErrorCode, ServerEvent, Subprotocol};
@@ -76,6 +77,8 @@ pub struct Start {
     pub grant: Option<Grant>,
     /// A `token` query parameter was given and refused.
     pub bad_token: bool,
+    /// Where the client connected from, for the backend.
+    pub peer: Peer,
 }
 
 struct Session {
@@ -116,6 +119,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
         proto,
         grant,
         bad_token,
+        peer,
     } = start;
     // The read-ahead is a view into the HTTP layer's whole read buffer:
     // copy what it holds (usually nothing) and let the buffer go, or every
@@ -124,8 +128,11 @@ pub async fn run(node: Arc<Node>, start: Start) {
     drop(read_ahead);
     let id = node.next_session_id();
     let shared = Arc::new(ClientShared::new(id, proto, node.config.max_queue_bytes));
+    shared.set_peer(peer);
     let now = Instant::now();
-    let auth_required = node.auth.is_some() && mode == Mode::Roomcast;
+    // The backend's Connect hook needs a `connect` command, like JWT auth.
+    let backend_connect = node.backend.is_some() && node.config.backend.connect;
+    let auth_required = (node.auth.is_some() || backend_connect) && mode == Mode::Roomcast;
     let mut s = Session {
         reader: FrameReader::new(node.config.max_message_bytes),
         rbuf,
@@ -137,7 +144,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
         connected: false,
         ping_sent: None,
         next_ping: now + node.config.ping_interval,
-        auth_deadline: (auth_required && grant.is_none())
+        auth_deadline: (auth_required && (grant.is_none() || backend_connect))
             .then(|| now + node.config.connect_timeout),
         closing: None,
         close_after: None,
@@ -149,8 +156,12 @@ pub async fn run(node: Arc<Node>, start: Start) {
         shared,
         node,
     };
-    if let Some(g) = grant {
-        s.authenticate(g);
+    match grant {
+        // The backend names the user at `connect`: keep the URL token's
+        // grant until then, unapplied.
+        Some(g) if backend_connect => s.client.grant = Some(g),
+        Some(g) => s.client.authenticate(g),
+        None => {}
     }
     s.node.metrics.connections.inc();
     s.node.metrics.connections_accepted.increment(1);
@@ -169,6 +180,7 @@ pub async fn run(node: Arc<Node>, start: Start) {
     if label == "ping_timeout" {
         s.node.metrics.ping_timeouts.increment(1);
     }
+    s.client.end_reason = label;
     s.cleanup().await;
     s.node.metrics.connections.dec();
     s.node.metrics.sessions.closed(kind, "websocket");
@@ -214,7 +226,7 @@ impl Session {
         tokio::pin!(timer);
         // Bytes the HTTP layer read ahead may already hold frames.
         if !self.rbuf.is_empty() {
-            if let Err(close) = self.process_input() {
+            if let Err(close) = self.process_input().await {
                 self.begin_close(close);
             }
         }
@@ -269,7 +281,7 @@ impl Session {
                 Some(outcome) = self.client.pipeline.next(), if in_flight => {
                     self.client.apply(outcome);
                     if !self.rbuf.is_empty() && self.close_after.is_none() && !self.is_full() {
-                        if let Err(close) = self.process_input() {
+                        if let Err(close) = self.process_input().await {
                             self.begin_close(close);
                         }
                     }
@@ -284,7 +296,7 @@ impl Session {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(_) => return "client_gone",
                     }
-                    if let Err(close) = self.process_input() {
+                    if let Err(close) = self.process_input().await {
                         self.begin_close(close);
                     }
                 }
@@ -363,7 +375,7 @@ impl Session {
 
     /// Handles the complete messages in the read buffer, until the client's
     /// pipeline is full.
-    fn process_input(&mut self) -> Result<(), Close> {
+    async fn process_input(&mut self) -> Result<(), Close> {
         loop {
             if self.is_full() {
                 return Ok(());
@@ -391,8 +403,8 @@ impl Session {
                     self.begin_close(close);
                     return Ok(());
                 }
-                Message::Text(t) => self.on_message(t, true)?,
-                Message::Binary(b) => self.on_message(b, false)?,
+                Message::Text(t) => self.on_message(t, true).await?,
+                Message::Binary(b) => self.on_message(b, false).await?,
             }
             if self.closing.is_some() {
                 break;
@@ -405,7 +417,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), Close> {
+    async fn on_message(&mut self, payload: Bytes, text: bool) -> Result<(), Close> {
         self.node.metrics.messages_received.increment(1);
         if self.mode == Mode::Echo {
             // Nothing else writes to an echo session: the reply goes straight
@@ -441,7 +453,7 @@ impl Session {
             return Ok(());
         }
         match proto.decode(&payload) {
-            Ok(cmd) => self.command(cmd),
+            Ok(cmd) => self.command(cmd).await,
             Err(CommandError { id, code, message }) => {
                 if self.auth_deadline.is_some() {
                     return Err(Close::new(
@@ -460,7 +472,7 @@ impl Session {
         self.client.error(id, code, message);
     }
 
-    fn command(&mut self, cmd: Command) -> Result<(), Close> {
+    async fn command(&mut self, cmd: Command) -> Result<(), Close> {
         let id = cmd.id;
         if self.auth_deadline.is_some() && !matches!(cmd.kind, CommandKind::Connect { .. }) {
             return Err(Close::new(
@@ -471,19 +483,25 @@ impl Session {
         }
         let c = &mut self.client;
         match cmd.kind {
-            CommandKind::Connect { token, client: _ } => {
+            CommandKind::Connect { token, client } => {
                 if self.connected {
                     c.error(id, ErrorCode::BadRequest, "already connected");
                     return Ok(());
                 }
+                let mut grant = None;
                 if let Some(auth) = &self.node.auth {
                     if c.grant.is_none() || !token.is_empty() {
                         match auth.verify(&token) {
-                            Ok(g) => self.authenticate(g),
+                            Ok(g) => grant = Some(g),
                             Err(e) => return Err(Close::new(4001, e.to_string(), "unauthorized")),
                         }
                     }
                 }
+                let (grant, rooms) = self.backend_connect(grant, token, client).await?;
+                if let Some(g) = grant {
+                    self.authenticate(g);
+                }
+                self.auth_deadline = None;
                 self.connected = true;
                 let ping_interval_ms = self.node.config.ping_interval.as_millis() as u64;
                 self.client.reply(
@@ -494,6 +512,11 @@ impl Session {
                         ping_interval_ms,
                     },
                 );
+                for room in rooms {
+                    if !self.client.is_member(&room) {
+                        self.client.join(room, None, 0);
+                    }
+                }
             }
             CommandKind::Subscribe { room, since } => c.subscribe(room, since, id),
             CommandKind::Unsubscribe { room } => c.unsubscribe(&room, id),
@@ -504,8 +527,62 @@ impl Session {
                 // Echo always answers: it is what the command is for.
                 c.reply_frame(self.shared.encode(id, &ServerEvent::Echo { data: &data }));
             }
+            CommandKind::Rpc { method, data } => c.rpc(method, data, id),
         }
         Ok(())
+    }
+
+    /// The backend's Connect hook, when it is on: the grant to take (the
+    /// JWT's, with the backend's user and expiry) and the rooms to join, or
+    /// the close that refuses the client.
+    async fn backend_connect(
+        &mut self,
+        grant: Option<Grant>,
+        token: String,
+        client: String,
+    ) -> Result<(Option<Grant>, Vec<String>), Close> {
+        let Some(b) = self.node.backend.clone() else {
+            return Ok((grant, Vec::new()));
+        };
+        if !self.node.config.backend.connect {
+            return Ok((grant, Vec::new()));
+        }
+        let known = grant.as_ref().or(self.client.grant.as_ref());
+        // A token given only in the URL is the one the backend sees.
+        let token = match (token.is_empty(), self.shared.peer()) {
+            (true, Some(p)) => p.token.clone(),
+            _ => token,
+        };
+        let input = ConnectInput {
+            token,
+            client,
+            auth: Bytes::new(),
+            user: known.map(|g| g.user.clone()).unwrap_or_default(),
+        };
+        match b.connect(&self.node, &self.shared, input).await {
+            Ok(ConnectOutcome::Allow {
+                user,
+                rooms,
+                expire_at,
+                info,
+            }) => {
+                if let Some(info) = info {
+                    self.shared.set_presence_info(info);
+                }
+                let mut g = known.cloned().unwrap_or_default();
+                if let Some(u) = user {
+                    g.user = u;
+                }
+                if expire_at.is_some() {
+                    g.expires_at = expire_at;
+                }
+                Ok((Some(g), rooms))
+            }
+            Ok(ConnectOutcome::Deny { code, reason }) => {
+                Err(Close::new(code, reason, "backend_denied"))
+            }
+            Err(e) => Err(Close::new(e.close_code(), e.to_string(), "backend_error")),
+        }
     }
 
     fn begin_close(&mut self, close: Close) {

@@ -99,6 +99,17 @@ impl Dialect {
         }
     }
 
+    /// The rpc command calling `method` with the string `data` (Roomcast
+    /// only: the node hands it to its backend). It carries an id (socket.io:
+    /// an ack id), without which no reply comes; one is enough, as a
+    /// connection has one call out at a time.
+    pub fn rpc(self, method: &str, data: &str) -> String {
+        match self {
+            Dialect::SocketIo => format!(r#"421["{method}","{data}"]"#),
+            _ => format!(r#"{{"op":"rpc","id":1,"method":"{method}","data":"{data}"}}"#),
+        }
+    }
+
     /// A reply the dialect wants sent for `msg`, for its own keep-alive
     /// (Engine.IO pings are ordinary text frames `2`, answered with `3`).
     pub fn keepalive_reply(self, msg: &[u8]) -> Option<&'static [u8]> {

@@ -7,6 +7,7 @@
 //! `roomcast-loadtest smoke` runs every scenario for a couple of seconds at
 //! tiny sizes and fails if any message is lost or reordered (used by CI).
 
+mod backend;
 mod churn;
 mod dialect;
 mod hist;
@@ -34,11 +35,11 @@ use crate::targets::{Kind, Programs};
 #[command(
     name = "roomcast-loadtest",
     about = "Load-test harness for Roomcast, with baselines side by side",
-    after_help = "Scenarios: echo idle storm fanout rooms cluster cluster-max slow churn, `all`, or `smoke` \
+    after_help = "Scenarios: echo idle storm fanout rooms cluster cluster-max slow churn rpc, `all`, or `smoke` \
                   (every scenario, tiny sizes, fails on any loss; for CI)."
 )]
 struct Cli {
-    /// Scenarios to run: echo, idle, storm, fanout, rooms, cluster, cluster-max, slow, churn, all, smoke.
+    /// Scenarios to run: echo, idle, storm, fanout, rooms, cluster, cluster-max, slow, churn, rpc, all, smoke.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Same as the scenario `smoke`.
@@ -199,6 +200,8 @@ fn targets_for(cli: &Cli, scenario: &str) -> Vec<Kind> {
         // socket.io has no echo event of its own: echo is measured raw, or
         // with roomcast.v1's `echo` command.
         .filter(|k| scenario != "echo" || *k != Kind::RoomcastSocketio)
+        // Backend hooks are Roomcast's, measured on roomcast.v1.
+        .filter(|k| scenario != "rpc" || *k == Kind::Roomcast)
         .collect()
 }
 
@@ -469,7 +472,7 @@ fn smoke_check(r: &Run) -> Vec<String> {
         }
     }
     let moved = match r.scenario.as_str() {
-        "echo" => r.get("roundtrips"),
+        "echo" | "rpc" => r.get("roundtrips"),
         "idle" | "storm" => r.get("connections"),
         _ => r.get("delivered"),
     };

@@ -139,6 +139,16 @@ pub struct Report {
 /// Metrics shown in tables for each scenario, with their column titles.
 pub fn headline(scenario: &str) -> &'static [(&'static str, &'static str)] {
     match scenario {
+        "rpc" => &[
+            ("roundtrips_per_s", "round trips/s"),
+            ("connections", "conns"),
+            ("lat:p50", "p50 ms"),
+            ("lat:p99", "p99 ms"),
+            ("hook_p50_added_ms", "hook adds p50 ms"),
+            ("hook_p99_added_ms", "hook adds p99 ms"),
+            ("server_cpu", "server CPU"),
+            ("gen_cpu", "gen CPU"),
+        ],
         "echo" => &[
             ("roundtrips_per_s", "round trips/s"),
             ("connections", "conns"),
@@ -208,7 +218,7 @@ pub fn headline(scenario: &str) -> &'static [(&'static str, &'static str)] {
 /// The metric a scenario's ratio is taken on.
 pub fn primary(scenario: &str) -> &'static str {
     match scenario {
-        "echo" => "roundtrips_per_s",
+        "echo" | "rpc" => "roundtrips_per_s",
         "idle" => "rss_per_conn_bytes",
         "storm" => "connect_per_s",
         "slow" => "lat:p99",
@@ -464,7 +474,7 @@ pub fn plots(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
             })
             .collect();
         if !lat.is_empty() {
-            let ylabel = if sc == "echo" {
+            let ylabel = if sc == "echo" || sc == "rpc" {
                 "round-trip time, ms (log)"
             } else {
                 "publish-to-deliver latency, ms (log)"
@@ -487,7 +497,7 @@ pub fn plots(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
             .collect();
         if !thr.is_empty() {
             let ylabel = match sc.as_str() {
-                "echo" => "round trips / s",
+                "echo" | "rpc" => "round trips / s",
                 "idle" | "storm" => "connections / s",
                 _ => "deliveries / s",
             };

@@ -28,6 +28,7 @@ pub const ALL: &[&str] = &[
     "cluster-max",
     "slow",
     "churn",
+    "rpc",
 ];
 
 /// Sizes of a scenario run; every field has a per-scenario default.
@@ -92,6 +93,10 @@ impl Sizes {
         };
         match scenario {
             "echo" => s.connections = 64,
+            "rpc" => {
+                s.connections = 64;
+                s.echo_sizes = vec![128];
+            }
             "idle" => s.connections = 19_000,
             "storm" => s.connections = 10_000,
             "fanout" => s.subscribers = 10_000,
@@ -141,7 +146,11 @@ impl Sizes {
                 "echo" => 4,
                 _ => 100,
             };
-            s.echo_sizes = vec![20, 1024, 16 * 1024];
+            s.echo_sizes = if scenario == "rpc" {
+                vec![20]
+            } else {
+                vec![20, 1024, 16 * 1024]
+            };
             match scenario {
                 "fanout" => {
                     s.subscribers = 20;
@@ -231,6 +240,7 @@ impl Ctx {
             connect_parallel: 256,
             echo_payload: 0,
             echo_raw: false,
+            echo_rpc: false,
             read_size: self.read_size,
         }
     }
@@ -325,6 +335,7 @@ fn cpu_note(ctx: &Ctx, run: &mut Run, gen_cpu_secs: f64, wall: f64) {
 pub async fn run(ctx: &Ctx, scenario: &str, kind: Kind, sizes: &Sizes) -> Result<Vec<Run>> {
     match scenario {
         "echo" => echo(ctx, kind, sizes).await,
+        "rpc" => rpc(ctx, kind, sizes).await,
         "idle" => connections(ctx, kind, sizes, "idle", 256)
             .await
             .map(|r| vec![r]),
@@ -369,68 +380,140 @@ pub async fn run(ctx: &Ctx, scenario: &str, kind: Kind, sizes: &Sizes) -> Result
     }
 }
 
+/// How the echo loop asks for its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Raw `/echo`.
+    Raw,
+    /// The `echo` command.
+    Command,
+    /// The `rpc` command, answered by the node's backend.
+    Rpc,
+}
+
 async fn echo(ctx: &Ctx, kind: Kind, sizes: &Sizes) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
     let mut target = Target::start(kind, Layout::nodes(1), &ctx.programs).await?;
     for &size in &sizes.echo_sizes {
         let raw = kind.dialect().has_raw_echo() && !ctx.echo_command;
-        let variant = format!("{} {}", human_bytes(size), if raw { "raw" } else { "cmd" });
-        let mut run = Run::new("echo", kind.name(), &variant);
-        let mut plan = ctx.plan(Mode::Echo, &target, sizes.connections);
-        plan.echo_payload = size;
-        plan.echo_raw = raw;
-        let mut pool = Pool::start(&plan, &ctx.spawn).await?;
-        let ready = worker::merge_ready(
-            &pool
-                .collect(Duration::from_secs(120), ready_of, |_| {})
-                .await?,
-        );
-        check_ready(&mut run, &ready);
-        let dur_ms = sizes.duration.as_millis() as u64;
-        let pb = ctx.bar(format!("echo {} {variant}", kind.name()), dur_ms);
-        let server_cpu0 = target.cpu_secs();
-        let self_cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
-        let t0 = Instant::now();
-        pool.send(&Command::Go {
-            duration_ms: dur_ms,
-        })
-        .await?;
-        let mut sampler = Sampler::new();
-        let results = pool
-            .collect(sizes.duration + Duration::from_secs(60), done_of, |p| {
-                let (_, rt, _) = p.progress();
-                sampler.sample(rt, &target);
-                pb.set_position(t0.elapsed().as_millis() as u64);
-                pb.set_message(format!("{rt} round trips"));
-            })
-            .await?;
-        pb.finish_and_clear();
-        pool.shutdown().await;
-        target.check_alive()?;
-        let wall = t0.elapsed().as_secs_f64();
-        let res = worker::merge_results(&results);
-        let secs = sizes.duration.as_secs_f64();
-        run.set("roundtrips", res.roundtrips as f64);
-        run.set("roundtrips_per_s", res.roundtrips as f64 / secs);
-        run.set("bad_replies", res.bad_replies as f64);
-        run.set("payload_bytes", size as f64);
-        run.set("server_cpu", (target.cpu_secs() - server_cpu0) / wall);
-        let own = sys::cpu_seconds("self").unwrap_or(0.0) - self_cpu0;
-        cpu_note(ctx, &mut run, res.cpu_secs + own, secs);
-        if res.bad_replies > 0 {
-            run.notes
-                .push(format!("{} echo replies did not match", res.bad_replies));
-        }
-        for e in &res.errors {
-            run.notes.push(format!("error: {e}"));
-        }
-        run.throughput = sampler.throughput;
-        run.rss_mib = sampler.rss;
-        run.set_latency(res.latency);
-        runs.push(run);
+        let form = if raw { Form::Raw } else { Form::Command };
+        runs.push(roundtrips(ctx, &mut target, "echo", size, form, sizes).await?);
     }
     target.stop().await;
     Ok(runs)
+}
+
+/// Backend hooks: RPC round trips through a node to a trivial backend (it
+/// answers each `Rpc` with its data) against `echo` commands on the same
+/// node and connections, so the difference is what one backend call adds.
+async fn rpc(ctx: &Ctx, kind: Kind, sizes: &Sizes) -> Result<Vec<Run>> {
+    if kind != Kind::Roomcast {
+        bail!("the rpc scenario drives roomcast.v1 only");
+    }
+    let backend = crate::backend::TrivialBackend::start().await?;
+    let config =
+        std::env::temp_dir().join(format!("roomcast-loadtest-rpc-{}.toml", std::process::id()));
+    std::fs::write(&config, "[namespaces.default]\nrpc = true\n")?;
+    let mut programs = ctx.programs.clone();
+    programs.roomcast_args.extend([
+        "--config".to_string(),
+        config.display().to_string(),
+        "--backend-url".to_string(),
+        backend.url(),
+        // Round trips as fast as they come: no per-session command budget.
+        "--command-rate".to_string(),
+        "0".to_string(),
+    ]);
+    let mut target = Target::start(kind, Layout::nodes(1), &programs).await?;
+    let mut runs = Vec::new();
+    for &size in &sizes.echo_sizes {
+        let base = roundtrips(ctx, &mut target, "rpc", size, Form::Command, sizes).await?;
+        let mut with = roundtrips(ctx, &mut target, "rpc", size, Form::Rpc, sizes).await?;
+        for q in ["p50", "p99"] {
+            if let (Some(a), Some(b)) = (base.latency_ms.get(q), with.latency_ms.get(q)) {
+                with.set(&format!("hook_{q}_added_ms"), b - a);
+            }
+        }
+        runs.push(base);
+        runs.push(with);
+    }
+    target.stop().await;
+    let _ = std::fs::remove_file(&config);
+    drop(backend);
+    Ok(runs)
+}
+
+/// One closed-loop round-trip run: every connection sends, waits for the
+/// reply, and sends again, for the measured phase.
+async fn roundtrips(
+    ctx: &Ctx,
+    target: &mut Target,
+    scenario: &str,
+    size: usize,
+    form: Form,
+    sizes: &Sizes,
+) -> Result<Run> {
+    let kind = target.kind;
+    let how = match form {
+        Form::Raw => "raw",
+        Form::Command => "cmd",
+        Form::Rpc => "rpc",
+    };
+    let variant = format!("{} {how}", human_bytes(size));
+    let mut run = Run::new(scenario, kind.name(), &variant);
+    let mut plan = ctx.plan(Mode::Echo, target, sizes.connections);
+    plan.echo_payload = size;
+    plan.echo_raw = form == Form::Raw;
+    plan.echo_rpc = form == Form::Rpc;
+    let mut pool = Pool::start(&plan, &ctx.spawn).await?;
+    let ready = worker::merge_ready(
+        &pool
+            .collect(Duration::from_secs(120), ready_of, |_| {})
+            .await?,
+    );
+    check_ready(&mut run, &ready);
+    let dur_ms = sizes.duration.as_millis() as u64;
+    let pb = ctx.bar(format!("{scenario} {} {variant}", kind.name()), dur_ms);
+    let server_cpu0 = target.cpu_secs();
+    let self_cpu0 = sys::cpu_seconds("self").unwrap_or(0.0);
+    let t0 = Instant::now();
+    pool.send(&Command::Go {
+        duration_ms: dur_ms,
+    })
+    .await?;
+    let mut sampler = Sampler::new();
+    let results = pool
+        .collect(sizes.duration + Duration::from_secs(60), done_of, |p| {
+            let (_, rt, _) = p.progress();
+            sampler.sample(rt, target);
+            pb.set_position(t0.elapsed().as_millis() as u64);
+            pb.set_message(format!("{rt} round trips"));
+        })
+        .await?;
+    pb.finish_and_clear();
+    pool.shutdown().await;
+    target.check_alive()?;
+    let wall = t0.elapsed().as_secs_f64();
+    let res = worker::merge_results(&results);
+    let secs = sizes.duration.as_secs_f64();
+    run.set("roundtrips", res.roundtrips as f64);
+    run.set("roundtrips_per_s", res.roundtrips as f64 / secs);
+    run.set("bad_replies", res.bad_replies as f64);
+    run.set("payload_bytes", size as f64);
+    run.set("server_cpu", (target.cpu_secs() - server_cpu0) / wall);
+    let own = sys::cpu_seconds("self").unwrap_or(0.0) - self_cpu0;
+    cpu_note(ctx, &mut run, res.cpu_secs + own, secs);
+    if res.bad_replies > 0 {
+        run.notes
+            .push(format!("{} replies did not match", res.bad_replies));
+    }
+    for e in &res.errors {
+        run.notes.push(format!("error: {e}"));
+    }
+    run.throughput = sampler.throughput;
+    run.rss_mib = sampler.rss;
+    run.set_latency(res.latency);
+    Ok(run)
 }
 
 async fn connections(

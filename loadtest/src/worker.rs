@@ -71,6 +71,10 @@ pub struct Plan {
     pub echo_payload: usize,
     /// Echo through the raw `/echo` endpoint rather than the echo command.
     pub echo_raw: bool,
+    /// Echo through the `rpc` command (answered by the node's backend)
+    /// rather than the echo command.
+    #[serde(default)]
+    pub echo_rpc: bool,
     /// Bytes asked of the kernel per read.
     pub read_size: usize,
 }
@@ -560,6 +564,8 @@ async fn run_conn(
             let body: String = "x".repeat(plan.echo_payload);
             let frame = if plan.echo_raw {
                 body.clone()
+            } else if plan.echo_rpc {
+                dialect.rpc("echo", &body)
             } else {
                 dialect.echo(&body)
             };

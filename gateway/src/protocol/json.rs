@@ -28,6 +28,7 @@ struct RawCommand<'a> {
     token: Option<String>,
     client: Option<String>,
     since: Option<RawSince>,
+    method: Option<String>,
 }
 
 /// Reads the id of a command whose other fields failed, so the error can
@@ -104,6 +105,12 @@ pub fn decode(payload: &[u8]) -> Result<Command, CommandError> {
         },
         "ping" => CommandKind::Ping,
         "echo" => CommandKind::Echo {
+            data: data(raw.data)?,
+        },
+        "rpc" => CommandKind::Rpc {
+            method: raw
+                .method
+                .ok_or_else(|| CommandError::bad_request(id, "missing field `method`"))?,
             data: data(raw.data)?,
         },
         other => {
@@ -251,6 +258,11 @@ pub fn encode(id: u64, event: &ServerEvent<'_>) -> Vec<u8> {
                 string(&mut out, &c.client_id);
                 out.extend_from_slice(b",\"user\":");
                 string(&mut out, &c.user);
+                if !c.info.is_empty() {
+                    // Checked to be JSON when the backend gave it.
+                    out.extend_from_slice(b",\"info\":");
+                    out.extend_from_slice(c.info.as_bytes());
+                }
                 out.push(b'}');
             }
             out.push(b']');
@@ -258,6 +270,11 @@ pub fn encode(id: u64, event: &ServerEvent<'_>) -> Vec<u8> {
         ServerEvent::Pong => op(&mut out, id, "pong"),
         ServerEvent::Echo { data: d } => {
             op(&mut out, id, "echo");
+            out.push(b',');
+            data(&mut out, &d.bytes, d.binary);
+        }
+        ServerEvent::Rpc { data: d } => {
+            op(&mut out, id, "rpc");
             out.push(b',');
             data(&mut out, &d.bytes, d.binary);
         }
@@ -332,6 +349,20 @@ mod tests {
             }
         );
         assert_eq!(decode(br#"{"op":"ping"}"#).unwrap().kind, CommandKind::Ping);
+        let r = decode(br#"{"op":"rpc","id":2,"method":"chat.history","data":{"n":5}}"#).unwrap();
+        assert_eq!(
+            r.kind,
+            CommandKind::Rpc {
+                method: "chat.history".into(),
+                data: Data {
+                    bytes: Bytes::from_static(br#"{"n":5}"#),
+                    binary: false
+                }
+            }
+        );
+        let e = decode(br#"{"op":"rpc","id":3}"#).unwrap_err();
+        assert_eq!(e.id, 3);
+        assert!(e.message.contains("method"));
     }
 
     #[test]

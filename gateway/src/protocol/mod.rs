@@ -218,6 +218,13 @@ pub enum CommandKind {
         /// Payload.
         data: Data,
     },
+    /// Call a method of the application's backend.
+    Rpc {
+        /// The method (not yet validated).
+        method: String,
+        /// Payload, handed to the backend.
+        data: Data,
+    },
 }
 
 /// Everything the server sends.
@@ -265,6 +272,11 @@ pub enum ServerEvent<'a> {
     /// Reply to echo.
     Echo {
         /// The data sent.
+        data: &'a Data,
+    },
+    /// Reply to rpc: the backend's answer.
+    Rpc {
+        /// What the backend answered.
         data: &'a Data,
     },
     /// A publication.

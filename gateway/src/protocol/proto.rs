@@ -47,6 +47,13 @@ pub fn decode(payload: &[u8]) -> Result<Command, CommandError> {
                 binary: true,
             },
         },
+        C::Rpc(r) => CommandKind::Rpc {
+            method: r.method,
+            data: Data {
+                bytes: r.data,
+                binary: true,
+            },
+        },
     };
     Ok(Command { id, kind })
 }
@@ -56,6 +63,7 @@ fn client(c: &roomcast_adapter::ClientInfo) -> pb::ClientInfo {
         client_id: c.client_id.clone(),
         user: c.user.clone(),
         node: String::new(),
+        info: c.info.clone(),
     }
 }
 
@@ -96,6 +104,10 @@ pub fn encode(id: u64, event: &ServerEvent<'_>) -> Vec<u8> {
         ServerEvent::Pong => E::Pong(pb::Pong {}),
         ServerEvent::Echo { data } => E::Echo(pb::Echo {
             data: data.bytes.clone(),
+        }),
+        ServerEvent::Rpc { data } => E::Rpc(pb::RpcResult {
+            data: data.bytes.clone(),
+            binary: data.binary,
         }),
         ServerEvent::Message {
             room, publication, ..

@@ -182,12 +182,18 @@ pub fn encode_event(d: Dialect, nsp: &str, id: u64, event: &ServerEvent<'_>) -> 
         ServerEvent::Presence { room, clients } => {
             let clients: Vec<_> = clients
                 .iter()
-                .map(|c| json!({"client_id": c.client_id, "user": c.user}))
+                .map(|c| {
+                    let mut v = json!({"client_id": c.client_id, "user": c.user});
+                    if let Ok(info) = serde_json::from_str::<serde_json::Value>(&c.info) {
+                        v["info"] = info;
+                    }
+                    v
+                })
                 .collect();
             reply(json!({"room": room, "clients": clients}), "presence")
         }
         ServerEvent::Pong => reply(json!({}), "pong"),
-        ServerEvent::Echo { data } => {
+        ServerEvent::Echo { data } | ServerEvent::Rpc { data } => {
             if data.binary {
                 let Some(a) = ack else {
                     return Bytes::new();

@@ -8,6 +8,7 @@
 
 use super::engineio::{self, Eio, Record};
 use super::socket::{self, Input, PollReply, Role, Start};
+use crate::backend::Peer;
 use crate::outbound::Outbound;
 use crate::server::{self, Body, ConnectionSlot};
 use crate::Node;
@@ -149,7 +150,11 @@ async fn serve(
         return upgrade(node, req, eio, role, q);
     }
     match (&q.sid, req.method()) {
-        (None, &Method::GET) => open_polling(node, eio, role, q).await,
+        (None, &Method::GET) => {
+            let peer =
+                Peer::from_request(node, server::remote_addr(&req), "polling", req.headers());
+            open_polling(node, eio, role, q, peer).await
+        }
         (None, _) => refuse(node, Refusal::BadHandshakeMethod),
         (Some(sid), &Method::GET) => poll(node, sid, Refusal::UnknownSid).await,
         (Some(sid), &Method::POST) => {
@@ -189,7 +194,13 @@ fn admit(node: &Arc<Node>) -> Result<ConnectionSlot, Box<Response<Body>>> {
     server::admit(node)
 }
 
-async fn open_polling(node: &Arc<Node>, eio: Eio, role: Role, q: Query) -> Response<Body> {
+async fn open_polling(
+    node: &Arc<Node>,
+    eio: Eio,
+    role: Role,
+    q: Query,
+    peer: Peer,
+) -> Response<Body> {
     let slot = match admit(node) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -207,6 +218,7 @@ async fn open_polling(node: &Arc<Node>, eio: Eio, role: Role, q: Query) -> Respo
             binary_payloads: eio == Eio::V3 && !q.b64,
             grant,
             slot,
+            peer,
         },
     );
     // The open packet is already queued: this poll is answered at once.
@@ -282,6 +294,8 @@ fn upgrade(
         Ok(x) => x,
         Err(_) => return refuse(node, Refusal::BadRequest),
     };
+    let peer = Peer::from_request(node, server::remote_addr(&req), "websocket", req.headers())
+        .with_token(q.token.clone());
     let node = node.clone();
     tokio::spawn(async move {
         let Some((stream, ahead)) = server::upgraded_stream(fut).await else {
@@ -301,6 +315,7 @@ fn upgrade(
                         binary_payloads: false,
                         grant,
                         slot,
+                        peer,
                     },
                 );
             }

@@ -15,6 +15,7 @@ use super::engineio::{self, Eio, Packet as EPacket};
 use super::packet::{self, EncArg, Event, Kind, Packet as SPacket, Sio};
 use super::{engine_frame, frames, polling, recovery, Dialect};
 use crate::auth::Grant;
+use crate::backend::{Backend, ConnectInput, ConnectOutcome, Peer};
 use crate::client::{Client, ClientShared};
 use crate::config::OverflowPolicy;
 use crate::outbound::{Control, Outbound, OutboundQueue};
@@ -122,6 +123,8 @@ pub struct Start {
     pub grant: Option<Grant>,
     /// Counts against the node's connection limit while the session lives.
     pub slot: ConnectionSlot,
+    /// Where the client connected from, for the backend.
+    pub peer: Peer,
 }
 
 /// A WebSocket transport.
@@ -236,6 +239,8 @@ struct Session {
     /// A binary packet still waiting for attachments.
     partial: Option<(SPacket, Vec<Bytes>)>,
     query_grant: Option<Grant>,
+    /// Where the client connected from (the transport it opened on).
+    peer: Peer,
     ping_interval: Duration,
     ping_timeout: Duration,
     /// v4: when our ping went out, until its pong.
@@ -298,6 +303,7 @@ pub fn start(node: Arc<Node>, start: Start) -> Arc<str> {
         namespaces: HashMap::new(),
         partial: None,
         query_grant: start.grant,
+        peer: start.peer,
         ping_interval,
         ping_timeout,
         ping_sent: None,
@@ -919,6 +925,7 @@ impl Session {
             }
             Kind::Disconnect => {
                 if let Some(mut ns) = self.namespaces.remove(&p.nsp) {
+                    ns.client.end_reason = "normal";
                     ns.client.cleanup().await;
                     self.node.metrics.socketio_sockets.dec();
                 }
@@ -959,15 +966,15 @@ impl Session {
         }
         let mut grant = self.query_grant.clone();
         let node = self.node.clone();
+        let token = auth
+            .as_ref()
+            .and_then(|a| a.get("token"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| query.as_deref().and_then(crate::server::query_param_token));
         if let Some(authn) = &node.auth {
             if self.role == Role::SocketIo {
-                let token = auth
-                    .as_ref()
-                    .and_then(|a| a.get("token"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .or_else(|| query.as_deref().and_then(crate::server::query_param_token));
-                match token.map(|t| authn.verify(&t)) {
+                match token.as_ref().map(|t| authn.verify(t)) {
                     Some(Ok(g)) => grant = Some(g),
                     Some(Err(e)) => {
                         self.refuse_connect(&nsp, &format!("unauthorized: {e}"));
@@ -1033,6 +1040,58 @@ impl Session {
             Arc::from(nsp.as_str()),
             self.queue.clone(),
         ));
+        shared.set_peer(self.peer.clone());
+        // The backend's Connect hook decides before the socket exists.
+        let mut backend_rooms = Vec::new();
+        if let Some(b) = node
+            .backend
+            .as_ref()
+            .filter(|_| node.config.backend.connect)
+        {
+            let input = ConnectInput {
+                token: token.unwrap_or_else(|| self.peer.token.clone()),
+                client: String::new(),
+                auth: auth
+                    .as_ref()
+                    .map(|a| Bytes::from(a.to_string()))
+                    .unwrap_or_default(),
+                user: grant.as_ref().map(|g| g.user.clone()).unwrap_or_default(),
+            };
+            match b.connect(&node, &shared, input).await {
+                Ok(ConnectOutcome::Allow {
+                    user,
+                    rooms,
+                    expire_at,
+                    info,
+                }) => {
+                    if let Some(info) = info {
+                        shared.set_presence_info(info);
+                    }
+                    let mut g = grant.take().unwrap_or_default();
+                    if let Some(u) = user {
+                        g.user = u;
+                    }
+                    if expire_at.is_some() {
+                        g.expires_at = expire_at;
+                    }
+                    grant = Some(g);
+                    backend_rooms = rooms;
+                }
+                Ok(ConnectOutcome::Deny { reason, .. }) => {
+                    return self.refuse_connect(&nsp, &reason);
+                }
+                Err(e) => {
+                    self.node
+                        .metrics
+                        .command_error(ErrorCode::Internal.as_str());
+                    self.send_frames(frames_text(
+                        self.eio,
+                        packet::connect_error(self.sio, &nsp, &format!("internal: {e}")),
+                    ));
+                    return;
+                }
+            }
+        }
         let mut client = Client::new(self.node.clone(), shared);
         if let Some(g) = grant {
             client.authenticate(g);
@@ -1067,6 +1126,11 @@ impl Session {
                 }
             },
             Role::ConformanceEngineIo => {}
+        }
+        for room in backend_rooms {
+            if !client.is_member(&room) {
+                client.join(room, None, 0);
+            }
         }
         self.namespaces.insert(nsp, Namespace { client, pid });
         self.node.metrics.socketio_sockets.inc();
@@ -1228,6 +1292,8 @@ impl Session {
                 }
                 c.publish(room, event, data, reply_id);
             }
+            // Neither built in nor routed: the backend's, when it takes it.
+            _ if Backend::serves_rpc(&self.node, &name) => c.rpc(name, data_of(&arg), reply_id),
             _ => {
                 let message = format!("no handler for the event {name:?}");
                 if reply_id != 0 {
@@ -1256,6 +1322,7 @@ impl Session {
             // A server-side disconnect of this socket: the client does not
             // reconnect by itself (socket.io's "io server disconnect").
             let mut ns = self.namespaces.remove(&nsp).expect("found");
+            ns.client.end_reason = "disconnected";
             ns.client.cleanup().await;
             self.node.metrics.socketio_sockets.dec();
             self.send_frames(frames_text(self.eio, packet::disconnect(&nsp)));
@@ -1354,6 +1421,7 @@ impl Session {
             }
         }
         for (_, mut ns) in self.namespaces.drain() {
+            ns.client.end_reason = why;
             ns.client.cleanup().await;
             self.node.metrics.socketio_sockets.dec();
         }

@@ -87,6 +87,21 @@ test('publish rejects with the server error; presence resolves with the clients'
   assert.deepEqual(await pr, [{ client_id: 'a', user: 'ann' }]);
 });
 
+test('rpc resolves with the backend answer and rejects with its error', async () => {
+  const c = client();
+  const ws = FakeWebSocket.last();
+  ws.accept();
+  const ok = c.rpc('chat.history', { n: 2 });
+  const sent = ws.lastSent('rpc');
+  assert.equal(sent.method, 'chat.history');
+  assert.deepEqual(sent.data, { n: 2 });
+  ws.receive({ op: 'rpc', id: sent.id, data: [{ text: 'hi' }] });
+  assert.deepEqual(await ok, [{ text: 'hi' }]);
+  const bad = c.rpc('nope');
+  ws.receive({ op: 'error', id: ws.lastSent('rpc').id, code: 'not_found', message: 'no method' });
+  await assert.rejects(bad, { name: 'RoomcastError', code: 'not_found' });
+});
+
 test('a request without a reply times out', async () => {
   const c = client({ pingInterval: 0 });
   FakeWebSocket.last().accept();
