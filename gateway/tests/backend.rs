@@ -702,14 +702,26 @@ async fn a_session_has_a_bounded_number_of_calls_in_flight() {
     let node = node_with(&backend, &["--backend-max-per-session", "1"], CONFIG).await;
     let mut c = connected(&node, "erin").await;
     c.send(json!({"op":"rpc","method":"slow","id":2})).await;
-    let r = c.call(json!({"op":"rpc","method":"x"}), 3).await;
-    assert_eq!(r["code"], "too_many_requests", "{r}");
-    // The slow one still ends, by its timeout, and frees the slot.
-    let mut timed_out = false;
-    while !timed_out {
-        let r = c.recv().await;
-        timed_out = r["id"] == 2 && r["code"] == "internal";
+    c.send(json!({"op":"rpc","method":"x","id":3})).await;
+    // Replies keep command order: the slow one ends first, by its timeout,
+    // then the one refused at once because the slow one held the slot
+    // (events without an id, such as the welcome room's, are not replies).
+    let mut r = c.recv().await;
+    while r["id"].is_null() {
+        r = c.recv().await;
     }
+    assert_eq!(
+        (r["id"].as_u64(), r["code"].as_str()),
+        (Some(2), Some("internal")),
+        "{r}"
+    );
+    let r = c.recv().await;
+    assert_eq!(
+        (r["id"].as_u64(), r["code"].as_str()),
+        (Some(3), Some("too_many_requests")),
+        "{r}"
+    );
+    // The slot is free again.
     let r = c.call(json!({"op":"rpc","method":"x"}), 4).await;
     assert_eq!(r["op"], "rpc", "{r}");
     node.wait_metric("roomcast_backend_limited_total{scope=\"session\"}", 1.0)
