@@ -56,7 +56,8 @@ type Start = Box<dyn FnOnce() -> BoxFuture<'static, Outcome> + Send>;
 
 /// The futures themselves. Behind a mutex only so that a client (and the
 /// front-end holding it) stays `Sync`; every use has `&mut` access and
-/// takes them without locking.
+/// takes them without locking. Made on first use: an idle client, or one
+/// whose commands all finish at once (the memory adapter), never has them.
 #[derive(Default)]
 struct Queues {
     running: FuturesOrdered<BoxFuture<'static, Outcome>>,
@@ -67,7 +68,7 @@ struct Queues {
 /// The operations of one client, running or waiting for their turn.
 #[derive(Default)]
 pub struct Pipeline {
-    queues: std::sync::Mutex<Queues>,
+    queues: std::sync::Mutex<Option<Box<Queues>>>,
     running: usize,
     waiting: usize,
     /// The one running operation is exclusive.
@@ -102,6 +103,7 @@ impl Pipeline {
         self.queues
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(Box::default)
     }
 
     /// Adds an operation started already (see [`Pipeline::may_start_now`]).
@@ -148,6 +150,9 @@ impl Pipeline {
 
     /// [`Pipeline::next`] for a front-end that polls several pipelines.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
+        if self.is_empty() {
+            return Poll::Ready(None);
+        }
         let outcome = match self.queues().running.poll_next_unpin(cx) {
             Poll::Ready(Some(outcome)) => outcome,
             Poll::Ready(None) => return Poll::Ready(None),

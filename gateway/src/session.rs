@@ -497,7 +497,7 @@ impl Session {
                         }
                     }
                 }
-                let (grant, rooms) = self.backend_connect(grant, token, client).await?;
+                let (grant, rooms) = Box::pin(self.backend_connect(grant, token, client)).await?;
                 if let Some(g) = grant {
                     self.authenticate(g);
                 }

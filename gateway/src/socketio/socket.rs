@@ -1057,7 +1057,7 @@ impl Session {
                     .unwrap_or_default(),
                 user: grant.as_ref().map(|g| g.user.clone()).unwrap_or_default(),
             };
-            match b.connect(&node, &shared, input).await {
+            match Box::pin(b.connect(&node, &shared, input)).await {
                 Ok(ConnectOutcome::Allow {
                     user,
                     rooms,
