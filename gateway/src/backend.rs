@@ -12,6 +12,7 @@
 //! (`Arc<Node>`, `Arc<ClientShared>`, `String`, `Data`), so a front-end may
 //! await them inline or inside a spawned `'static` future.
 
+use crate::auth::Grant;
 use crate::client::{ClientShared, Refusal};
 use crate::protocol::{Data, ErrorCode};
 use crate::Node;
@@ -202,6 +203,39 @@ pub enum ConnectOutcome {
         /// The reason (the socket.io CONNECT_ERROR message).
         reason: String,
     },
+}
+
+impl ConnectOutcome {
+    /// An allowed client's grant and rooms: its presence info is set on
+    /// `shared`, and the grant is `known` (the JWT's, or an empty one) with
+    /// the backend's user and expiry in place. A denial's close code and
+    /// reason otherwise.
+    pub fn admit(
+        self,
+        shared: &ClientShared,
+        known: Option<Grant>,
+    ) -> Result<(Grant, Vec<String>), (u16, String)> {
+        let (user, rooms, expire_at, info) = match self {
+            ConnectOutcome::Allow {
+                user,
+                rooms,
+                expire_at,
+                info,
+            } => (user, rooms, expire_at, info),
+            ConnectOutcome::Deny { code, reason } => return Err((code, reason)),
+        };
+        if let Some(info) = info {
+            shared.set_presence_info(info);
+        }
+        let mut g = known.unwrap_or_default();
+        if let Some(u) = user {
+            g.user = u;
+        }
+        if expire_at.is_some() {
+            g.expires_at = expire_at;
+        }
+        Ok((g, rooms))
+    }
 }
 
 /// Adds `authorization: Bearer …` to every call when a token is set.

@@ -215,7 +215,8 @@ pub struct Client {
     /// When its token expires.
     pub expires: Option<Instant>,
     /// Commands waiting on the adapter. The front-end polls
-    /// [`Client::next_outcome`] and hands each outcome to [`Client::apply`].
+    /// [`Pipeline::next`] (or `poll_next`) and hands each outcome to
+    /// [`Client::apply`].
     pub pipeline: Pipeline,
     /// Subscribes and unsubscribes still in the pipeline, by room: the
     /// checks of later commands see the rooms as they will be.
@@ -385,12 +386,6 @@ impl Client {
             }
         }
         self.pipeline.push_started(exclusive, fut);
-    }
-
-    /// The next outcome of the pipeline, in command order; pending while
-    /// the oldest command waits, `None` when nothing is in flight.
-    pub async fn next_outcome(&mut self) -> Option<Outcome> {
-        self.pipeline.next().await
     }
 
     /// Applies what a finished operation left: its reply, and the change

@@ -8,7 +8,7 @@
 //! behind a backlog, but never inside a frame already half written.
 
 use crate::auth::Grant;
-use crate::backend::{ConnectInput, ConnectOutcome, Peer};
+use crate::backend::{ConnectInput, Peer};
 use crate::client::{Client, ClientShared};
 use crate::outbound::Outbound;
 use crate::protocol::{Command, CommandError, CommandKind, ErrorCode, ServerEvent, Subprotocol};
@@ -560,27 +560,10 @@ impl Session {
             user: known.map(|g| g.user.clone()).unwrap_or_default(),
         };
         match b.connect(&self.node, &self.shared, input).await {
-            Ok(ConnectOutcome::Allow {
-                user,
-                rooms,
-                expire_at,
-                info,
-            }) => {
-                if let Some(info) = info {
-                    self.shared.set_presence_info(info);
-                }
-                let mut g = known.cloned().unwrap_or_default();
-                if let Some(u) = user {
-                    g.user = u;
-                }
-                if expire_at.is_some() {
-                    g.expires_at = expire_at;
-                }
-                Ok((Some(g), rooms))
-            }
-            Ok(ConnectOutcome::Deny { code, reason }) => {
-                Err(Close::new(code, reason, "backend_denied"))
-            }
+            Ok(outcome) => match outcome.admit(&self.shared, known.cloned()) {
+                Ok((grant, rooms)) => Ok((Some(grant), rooms)),
+                Err((code, reason)) => Err(Close::new(code, reason, "backend_denied")),
+            },
             Err(e) => Err(Close::new(e.close_code(), e.to_string(), "backend_error")),
         }
     }

@@ -15,7 +15,7 @@ use super::engineio::{self, Eio, Packet as EPacket};
 use super::packet::{self, EncArg, Event, Kind, Packet as SPacket, Sio};
 use super::{engine_frame, frames, polling, recovery, Dialect};
 use crate::auth::Grant;
-use crate::backend::{Backend, ConnectInput, ConnectOutcome, Peer};
+use crate::backend::{Backend, ConnectInput, Peer};
 use crate::client::{Client, ClientShared};
 use crate::config::OverflowPolicy;
 use crate::outbound::{Control, Outbound, OutboundQueue};
@@ -1058,28 +1058,13 @@ impl Session {
                 user: grant.as_ref().map(|g| g.user.clone()).unwrap_or_default(),
             };
             match Box::pin(b.connect(&node, &shared, input)).await {
-                Ok(ConnectOutcome::Allow {
-                    user,
-                    rooms,
-                    expire_at,
-                    info,
-                }) => {
-                    if let Some(info) = info {
-                        shared.set_presence_info(info);
+                Ok(outcome) => match outcome.admit(&shared, grant.take()) {
+                    Ok((g, rooms)) => {
+                        grant = Some(g);
+                        backend_rooms = rooms;
                     }
-                    let mut g = grant.take().unwrap_or_default();
-                    if let Some(u) = user {
-                        g.user = u;
-                    }
-                    if expire_at.is_some() {
-                        g.expires_at = expire_at;
-                    }
-                    grant = Some(g);
-                    backend_rooms = rooms;
-                }
-                Ok(ConnectOutcome::Deny { reason, .. }) => {
-                    return self.refuse_connect(&nsp, &reason);
-                }
+                    Err((_, reason)) => return self.refuse_connect(&nsp, &reason),
+                },
                 Err(e) => {
                     self.node
                         .metrics
