@@ -68,6 +68,8 @@ pub enum PollReply {
 #[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<Arc<str>, mpsc::Sender<Input>>>,
+    /// Where the other nodes are, for requests of their sessions.
+    pub owners: super::forward::Owners,
 }
 
 impl Registry {
@@ -269,7 +271,7 @@ struct Session {
 
 /// Starts a session and returns its id (the open packet is already queued).
 pub fn start(node: Arc<Node>, start: Start) -> Arc<str> {
-    let sid: Arc<str> = Arc::from(new_id());
+    let sid: Arc<str> = Arc::from(super::forward::new_sid(&node.config.node_id));
     let (tx, rx) = mpsc::channel(16);
     node.socketio.insert(sid.clone(), tx);
     let sio_cfg = &node.config.socketio;
