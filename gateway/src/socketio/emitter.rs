@@ -227,7 +227,6 @@ async fn listen(node: &Node, url: &str, pattern: &str, backoff: &mut Duration) -
         Err(_) => return "PSUBSCRIBE timed out".into(),
     }
     node.metrics.socketio_emitter_up.set(1.0);
-    *backoff = BACKOFF.0;
     tracing::info!(pattern, "listening for @socket.io/redis-emitter messages");
     let mut probe = tokio::time::interval(PROBE_EVERY);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -238,8 +237,10 @@ async fn listen(node: &Node, url: &str, pattern: &str, backoff: &mut Duration) -
                 None => return "connection closed".into(),
             },
             _ = probe.tick() => {
-                match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<String>()).await {
-                    Ok(Ok(_)) => {}
+                // Subscribed, Redis answers a PING with ["pong", ""].
+                match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await {
+                    // Healthy for a probe: the next loss retries quickly.
+                    Ok(Ok(_)) => *backoff = BACKOFF.0,
                     Ok(Err(e)) => return e.to_string(),
                     Err(_) => return "PING timed out".into(),
                 }
