@@ -1694,6 +1694,28 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_of_socketio_are_checked() {
+        let e = err(&["--advertise-address", "gateway-1"], &[]);
+        assert!(e.starts_with("invalid `advertise_address`: "), "{e}");
+        let e = err(&["--advertise-address", "h:0"], &[]);
+        assert!(e.starts_with("invalid `advertise_address`: "), "{e}");
+        let c = load(&[], &[("ROOMCAST_ADVERTISE_ADDRESS", "gateway-1:8080")]).unwrap();
+        assert_eq!(c.advertise_address, "gateway-1:8080");
+
+        let f = file("[socketio.emitter]\nenabled = true\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(e.starts_with("invalid `socketio.emitter.redis_url`: "), "{e}");
+        assert!(load(&["--config", f.arg(), "--adapter", "redis"], &[]).is_ok());
+        let f = file("[socketio.emitter]\nenabled = true\nredis_url = \"redis://e:6380\"\n");
+        let c = load(&["--config", f.arg()], &[]).unwrap();
+        assert_eq!(c.socketio.emitter.redis_url.as_deref(), Some("redis://e:6380"));
+        assert_eq!(c.socketio.emitter.key, "socket.io");
+        let f = file("[socketio.emitter]\nkey = \"a*\"\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(e.starts_with("invalid `socketio.emitter.key`: "), "{e}");
+    }
+
+    #[test]
     fn printed_configuration_reads_back_the_same() {
         let f = file(
             "listen = \"127.0.0.1:9\"\nmax_message_bytes = 100000\njwt_secret = \"s3cret\"\n\
@@ -1796,6 +1818,7 @@ mod tests {
         let documented = |key: &str| doc.contains(&format!("| `{key}`"));
         let mut every = Config {
             node_id: "n".into(),
+            advertise_address: "h:1".into(),
             jwt_public_key: Some("k.pem".into()),
             grpc_tls_cert: Some("c.pem".into()),
             grpc_tls_key: Some("k.pem".into()),
@@ -1805,6 +1828,7 @@ mod tests {
         every.socketio.ping_interval = Some(Duration::from_secs(1));
         every.socketio.ping_timeout = Some(Duration::from_secs(1));
         every.socketio.recovery = Some(Duration::from_secs(1));
+        every.socketio.emitter.redis_url = Some("redis://e".into());
         every.socketio.events.insert(
             "NAME".into(),
             EventRoute {
@@ -1825,8 +1849,18 @@ mod tests {
         let toml::Value::Table(sio) = &tree["socketio"] else {
             panic!("socketio is a table")
         };
-        for key in sio.keys().filter(|k| *k != "events") {
+        for key in sio.keys().filter(|k| *k != "events" && *k != "emitter") {
             let key = format!("socketio.{key}");
+            assert!(
+                documented(&key),
+                "docs/configuration.md lacks the key `{key}`"
+            );
+        }
+        let toml::Value::Table(emitter) = &sio["emitter"] else {
+            panic!("socketio.emitter is a table")
+        };
+        for key in emitter.keys() {
+            let key = format!("socketio.emitter.{key}");
             assert!(
                 documented(&key),
                 "docs/configuration.md lacks the key `{key}`"
