@@ -1704,11 +1704,17 @@ mod tests {
 
         let f = file("[socketio.emitter]\nenabled = true\n");
         let e = err(&["--config", f.arg()], &[]);
-        assert!(e.starts_with("invalid `socketio.emitter.redis_url`: "), "{e}");
+        assert!(
+            e.starts_with("invalid `socketio.emitter.redis_url`: "),
+            "{e}"
+        );
         assert!(load(&["--config", f.arg(), "--adapter", "redis"], &[]).is_ok());
         let f = file("[socketio.emitter]\nenabled = true\nredis_url = \"redis://e:6380\"\n");
         let c = load(&["--config", f.arg()], &[]).unwrap();
-        assert_eq!(c.socketio.emitter.redis_url.as_deref(), Some("redis://e:6380"));
+        assert_eq!(
+            c.socketio.emitter.redis_url.as_deref(),
+            Some("redis://e:6380")
+        );
         assert_eq!(c.socketio.emitter.key, "socket.io");
         let f = file("[socketio.emitter]\nkey = \"a*\"\n");
         let e = err(&["--config", f.arg()], &[]);

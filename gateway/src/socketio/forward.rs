@@ -88,7 +88,10 @@ fn owner_tag(sid: &str) -> Option<Tag> {
 /// Where the other nodes are, and the client that reaches them.
 pub struct Owners {
     client: Client<HttpConnector, OutBody>,
+    /// Node addresses by tag, and when the node list was last read.
     addresses: Mutex<(HashMap<Tag, String>, Option<Instant>)>,
+    /// Held while the node list is read.
+    refresh: tokio::sync::Mutex<()>,
 }
 
 impl Default for Owners {
@@ -102,6 +105,7 @@ impl Default for Owners {
         Self {
             client,
             addresses: Mutex::new((HashMap::new(), None)),
+            refresh: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -132,13 +136,18 @@ impl Owners {
         if let Some(a) = self.addresses.lock().0.get(&tag) {
             return Ok(a.clone());
         }
+        // One refresh at a time; requests that missed meanwhile wait for
+        // it and look again.
+        let _refreshing = self.refresh.lock().await;
+        if let Some(a) = self.addresses.lock().0.get(&tag) {
+            return Ok(a.clone());
+        }
         let due = self
             .addresses
             .lock()
             .1
             .is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
         if due {
-            self.addresses.lock().1 = Some(Instant::now());
             if let Ok(nodes) = node.hub.adapter().nodes().await {
                 let map = nodes
                     .into_iter()
@@ -147,6 +156,7 @@ impl Owners {
                     .collect();
                 self.addresses.lock().0 = map;
             }
+            self.addresses.lock().1 = Some(Instant::now());
         }
         self.addresses
             .lock()
@@ -239,17 +249,22 @@ pub async fn request(
     let (parts, body) = req.into_parts();
     let out = outgoing(node, &parts, &address, body.boxed(), false).ok_or(Miss::NotForwardable)?;
     let sent = async {
-        let resp = owners.client.request(out).await.ok()?;
+        let resp = owners
+            .client
+            .request(out)
+            .await
+            .map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.ok()?.to_bytes();
-        Some(answer(parts, body))
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok::<_, String>(answer(parts, body))
     };
     match sent.await {
-        Some(r) => {
+        Ok(r) => {
             node.metrics.socketio_forwarded.inc("forwarded");
             Ok(r)
         }
-        None => {
+        Err(e) => {
+            tracing::warn!(owner = %address, error = %e, "socket.io request could not reach its session's node");
             owners.forget(&address);
             Err(count(node, Miss::OwnerUnreachable))
         }
@@ -277,7 +292,8 @@ pub async fn relay(
     let out = outgoing(node, &parts, &address, empty, true).ok_or(Miss::NotForwardable)?;
     let mut resp = match owners.client.request(out).await {
         Ok(r) => r,
-        Err(_) => {
+        Err(e) => {
+            tracing::warn!(owner = %address, error = %e, "socket.io upgrade could not reach its session's node");
             owners.forget(&address);
             return Err(count(node, Miss::OwnerUnreachable));
         }
