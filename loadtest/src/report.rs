@@ -157,6 +157,8 @@ pub fn headline(scenario: &str) -> &'static [(&'static str, &'static str)] {
             ("vs_direct", "vs direct"),
             ("hop_p50_added_ms", "hop adds p50 ms"),
             ("hop_p99_added_ms", "hop adds p99 ms"),
+            ("cpu_us_per_roundtrip", "nodes CPU µs/rt"),
+            ("server_cpu", "nodes CPU"),
             ("errors", "errors"),
         ],
         "echo" => &[
