@@ -55,15 +55,17 @@ pub async fn run(ctx: &Ctx, sizes: &Sizes) -> Result<Vec<Run>> {
     ] {
         let pb = ctx.bar(format!("hops {variant}"), sizes.duration.as_millis() as u64);
         let cpu0 = target.cpu_secs();
-        let run = variant_run(variant, owner, via, ws, sizes).await.map(|mut r| {
-            // Both nodes' CPU, per round trip: what the hop adds in work.
-            let cpu = target.cpu_secs() - cpu0;
-            r.set("server_cpu", cpu / sizes.duration.as_secs_f64());
-            if let Some(n) = r.metrics.get("roundtrips").copied().filter(|n| *n > 0.0) {
-                r.set("cpu_us_per_roundtrip", cpu * 1e6 / n);
-            }
-            r
-        });
+        let run = variant_run(variant, owner, via, ws, sizes)
+            .await
+            .map(|mut r| {
+                // Both nodes' CPU, per round trip: what the hop adds in work.
+                let cpu = target.cpu_secs() - cpu0;
+                r.set("server_cpu", cpu / sizes.duration.as_secs_f64());
+                if let Some(n) = r.metrics.get("roundtrips").copied().filter(|n| *n > 0.0) {
+                    r.set("cpu_us_per_roundtrip", cpu * 1e6 / n);
+                }
+                r
+            });
         pb.finish_and_clear();
         target.check_alive()?;
         runs.push(run?);

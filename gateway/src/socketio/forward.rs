@@ -258,6 +258,17 @@ pub async fn request(
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok::<_, String>(answer(parts, body))
     };
+    // A poll waits at most a heartbeat on the owner; an owner that takes
+    // longer is not answering.
+    let cfg = &node.config;
+    let patience = cfg.socketio.ping_interval.unwrap_or(cfg.ping_interval)
+        + cfg.socketio.ping_timeout.unwrap_or(cfg.ping_timeout)
+        + CONNECT_TIMEOUT;
+    let sent = async {
+        tokio::time::timeout(patience, sent)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {patience:?}")))
+    };
     match sent.await {
         Ok(r) => {
             node.metrics.socketio_forwarded.inc("forwarded");
@@ -290,7 +301,12 @@ pub async fn relay(
         .map_err(|never| match never {})
         .boxed();
     let out = outgoing(node, &parts, &address, empty, true).ok_or(Miss::NotForwardable)?;
-    let mut resp = match owners.client.request(out).await {
+    let answer_in = 2 * CONNECT_TIMEOUT;
+    let asked = tokio::time::timeout(answer_in, owners.client.request(out)).await;
+    let asked = asked
+        .map_err(|_| format!("no answer within {answer_in:?}"))
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let mut resp = match asked {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(owner = %address, error = %e, "socket.io upgrade could not reach its session's node");
