@@ -240,9 +240,6 @@ impl Session {
             }
             if self.data.is_empty() {
                 self.shared.queue.take(&mut self.data);
-                if self.data.capacity() > 256 && self.data.is_empty() {
-                    self.data = VecDeque::new();
-                }
             }
             if self.shared.queue.overflowed() {
                 self.begin_close(Close::new(4008, "slow consumer", "slow_consumer"));
@@ -335,6 +332,9 @@ impl Session {
                 self.begin_close(Close::new(4009, "ping timeout", "ping_timeout"));
             }
         } else if now >= self.next_ping {
+            // A session quiet since a burst took no batch that would have
+            // cut its buffers back: the ping's turn does.
+            self.shared.queue.release_idle(&mut self.data);
             self.ctrl.push_back(frame::encode(OpCode::Ping, b""));
             self.ping_sent = Some(now);
             self.next_ping = now + self.node.config.ping_interval;
