@@ -127,6 +127,8 @@ _setup_scan() {
         ;;
       js)
         _setup_tool redis-server redis-server
+        # The socket.io cluster tests put three nodes behind HAProxy.
+        _setup_tool haproxy haproxy
         _setup_node
         local chromium="${CHROMIUM_PATH:-/usr/bin/chromium}"
         if [[ ! -x "$chromium" ]]; then

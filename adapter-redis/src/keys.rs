@@ -66,6 +66,12 @@ impl Names {
         format!("{}:idem:{{{room}}}:{key}", self.prefix)
     }
 
+    /// State a node keeps for any node to take back (`Adapter::keep`); the
+    /// caller's key is the hash tag, so it maps to one slot.
+    pub fn kept(&self, key: &str) -> String {
+        format!("{}:kept:{{{key}}}", self.prefix)
+    }
+
     /// Prefix of node registry entries; the node id follows.
     pub fn node_info_prefix(&self) -> String {
         format!("{}:node:", self.prefix)

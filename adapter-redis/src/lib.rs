@@ -55,7 +55,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -649,6 +649,41 @@ impl Adapter for RedisAdapter {
             .iter()
             .map(|n| codec::decode_node(n))
             .collect()
+    }
+
+    async fn keep(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), AdapterError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let mut conn = inner.conn(self.shard_of(key))?;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(inner.names.kept(key))
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(ttl_ms);
+        inner.timed(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    async fn take_kept(&self, key: &str) -> Result<Option<Bytes>, AdapterError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let mut conn = inner.conn(self.shard_of(key))?;
+        let name = inner.names.kept(key);
+        // GET and DEL in one transaction: two nodes asking at once cannot
+        // both take it (GETDEL would need Redis 6.2).
+        let mut pipe = redis::pipe();
+        pipe.atomic().get(&name).del(&name).ignore();
+        let (value,): (Option<Vec<u8>>,) = inner.timed(pipe.query_async(&mut conn)).await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn forget_kept(&self, key: &str) -> Result<(), AdapterError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let mut conn = inner.conn(self.shard_of(key))?;
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(inner.names.kept(key));
+        inner.timed(cmd.query_async::<()>(&mut conn)).await
     }
 
     fn health(&self) -> watch::Receiver<bool> {

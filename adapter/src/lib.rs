@@ -21,7 +21,9 @@ pub use memory::{MemoryAdapter, MemoryBus};
 pub use types::*;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The answer to [`Adapter::publish`], on its way.
 pub type Accepting = futures::future::BoxFuture<'static, Result<PublishResult, AdapterError>>;
@@ -72,6 +74,18 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Every live node, as last announced.
     async fn nodes(&self) -> Result<Vec<NodeInfo>, AdapterError>;
+
+    /// Keeps `value` under `key` for `ttl`, where every node can take it
+    /// back (a session's state kept for its client's return, so that it can
+    /// come back through any node). Replaces what was kept under `key`.
+    async fn keep(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), AdapterError>;
+
+    /// Takes back what [`Adapter::keep`] left under `key` and has not
+    /// expired: once, whichever node asks (a second take finds nothing).
+    async fn take_kept(&self, key: &str) -> Result<Option<Bytes>, AdapterError>;
+
+    /// Drops what was kept under `key`, if anything.
+    async fn forget_kept(&self, key: &str) -> Result<(), AdapterError>;
 
     /// Whether the adapter's connections are healthy; changes are announced
     /// on the returned channel.

@@ -8,6 +8,7 @@ use crate::{
     PublishRequest, PublishResult, RoomEvent, StreamPosition,
 };
 use async_trait::async_trait;
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
@@ -40,6 +41,8 @@ struct BusInner {
     hasher: std::collections::hash_map::RandomState,
     rooms: Mutex<HashMap<String, RoomHistory>>,
     nodes: RwLock<Vec<Arc<NodeSlot>>>,
+    /// What [`Adapter::keep`] keeps, with when it expires.
+    kept: Mutex<HashMap<String, (Bytes, Instant)>>,
 }
 
 impl Default for BusInner {
@@ -49,6 +52,7 @@ impl Default for BusInner {
             hasher: Default::default(),
             rooms: Mutex::new(HashMap::new()),
             nodes: RwLock::new(Vec::new()),
+            kept: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -106,6 +110,7 @@ impl BusInner {
     fn sweep(&self) {
         let now = Instant::now();
         self.rooms.lock().retain(|_, h| h.expires > now);
+        self.kept.lock().retain(|_, (_, until)| *until > now);
     }
 }
 
@@ -342,6 +347,26 @@ impl Adapter for MemoryAdapter {
     async fn nodes(&self) -> Result<Vec<NodeInfo>, AdapterError> {
         let nodes: Vec<Arc<NodeSlot>> = self.bus.inner.nodes.read().clone();
         Ok(nodes.iter().map(|n| n.handler.node_info()).collect())
+    }
+
+    async fn keep(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), AdapterError> {
+        let until = Instant::now() + ttl;
+        self.bus
+            .inner
+            .kept
+            .lock()
+            .insert(key.to_owned(), (value, until));
+        Ok(())
+    }
+
+    async fn take_kept(&self, key: &str) -> Result<Option<Bytes>, AdapterError> {
+        let taken = self.bus.inner.kept.lock().remove(key);
+        Ok(taken.and_then(|(v, until)| (until > Instant::now()).then_some(v)))
+    }
+
+    async fn forget_kept(&self, key: &str) -> Result<(), AdapterError> {
+        self.bus.inner.kept.lock().remove(key);
+        Ok(())
     }
 
     fn health(&self) -> tokio::sync::watch::Receiver<bool> {

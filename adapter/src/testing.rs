@@ -184,6 +184,7 @@ where
     idempotent_publish(&a).await;
     presence_events_and_exclusion(&a, &b).await;
     surveys_and_nodes_cover_the_cluster(&a, &b).await;
+    kept_state_is_taken_once_from_any_node(&a, &b).await;
     a.adapter.shutdown().await;
     b.adapter.shutdown().await;
 }
@@ -585,4 +586,40 @@ pub async fn surveys_and_nodes_cover_the_cluster(a: &TestNode, b: &TestNode) {
             "node {id} missing from {nodes:?}"
         );
     }
+}
+
+/// What one node keeps, another takes back, once; it expires; forgetting
+/// drops it; keeping again replaces it.
+pub async fn kept_state_is_taken_once_from_any_node(a: &TestNode, b: &TestNode) {
+    let key = room("kept");
+    let long = std::time::Duration::from_secs(60);
+    a.adapter
+        .keep(&key, Bytes::from_static(b"first"), long)
+        .await
+        .unwrap();
+    a.adapter
+        .keep(&key, Bytes::from_static(b"second"), long)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.adapter.take_kept(&key).await.unwrap().as_deref(),
+        Some(&b"second"[..]),
+        "the other node takes the newest value"
+    );
+    assert_eq!(a.adapter.take_kept(&key).await.unwrap(), None, "taken once");
+
+    a.adapter
+        .keep(&key, Bytes::from_static(b"x"), long)
+        .await
+        .unwrap();
+    b.adapter.forget_kept(&key).await.unwrap();
+    assert_eq!(a.adapter.take_kept(&key).await.unwrap(), None, "forgotten");
+
+    let short = std::time::Duration::from_millis(50);
+    a.adapter
+        .keep(&key, Bytes::from_static(b"y"), short)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(b.adapter.take_kept(&key).await.unwrap(), None, "expired");
 }

@@ -4,7 +4,7 @@
 
 use crate::config::{ConfigError, JwtKey};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,8 @@ struct Claims {
 
 /// Room patterns from a claim: exact names, `prefix.*` (any room starting
 /// with `prefix.`) and `*` (every room).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Patterns(Vec<String>);
 
 impl Patterns {
@@ -46,7 +47,7 @@ impl Patterns {
 }
 
 /// What a verified token grants.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     /// The user (`sub`).
     pub user: String,

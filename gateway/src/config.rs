@@ -306,6 +306,32 @@ pub struct SocketIoConfig {
     pub max_payload: usize,
     /// Serve the official protocol test suites' server instead (testing only).
     pub conformance: bool,
+    /// Messages from `@socket.io/redis-emitter`, `[socketio.emitter]`.
+    pub emitter: EmitterConfig,
+}
+
+/// `[socketio.emitter]`: where Node backends push with
+/// `@socket.io/redis-emitter`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmitterConfig {
+    /// Listen for the emitter's messages.
+    pub enabled: bool,
+    /// The emitter's Redis; the adapter's first Redis URL when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// The emitter's key prefix (its `key` option).
+    pub key: String,
+}
+
+impl Default for EmitterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            redis_url: None,
+            key: "socket.io".into(),
+        }
+    }
 }
 
 impl Default for SocketIoConfig {
@@ -323,6 +349,7 @@ impl Default for SocketIoConfig {
             recovery: None,
             max_payload: 1_000_000,
             conformance: false,
+            emitter: EmitterConfig::default(),
         }
     }
 }
@@ -417,6 +444,11 @@ pub struct Config {
     /// This node's id; empty until [`Config::load`] generates one.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub node_id: String,
+    /// `host:port` at which the other nodes reach this node's HTTP
+    /// listener (socket.io requests for sessions this node owns); empty:
+    /// the listen address, or this host's address when that is 0.0.0.0.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub advertise_address: String,
     /// How long SIGTERM waits for sessions to close.
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
@@ -492,6 +524,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             allowed_origins: Vec::new(),
             node_id: String::new(),
+            advertise_address: String::new(),
             drain_timeout: Duration::from_secs(30),
             max_queue_bytes: 1024 * 1024,
             max_connections: 0,
@@ -737,6 +770,9 @@ pub struct Cli {
     /// Node id [default: generated at start]
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// HOST:PORT at which the other nodes reach this node's HTTP listener, for socket.io requests that land on another node [default: the listen address; on 0.0.0.0, this host's address]
+    #[arg(long, env = "ROOMCAST_ADVERTISE_ADDRESS", value_name = "HOST:PORT")]
+    pub advertise_address: Option<String>,
     /// On SIGTERM/SIGINT, how long to wait for sessions to close [default: 30s]
     #[arg(long, env = "ROOMCAST_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
@@ -1092,6 +1128,40 @@ impl Config {
         }
         if sio.max_payload == 0 {
             return Err(invalid("socketio.max_payload", "must be greater than 0"));
+        }
+        let em = &sio.emitter;
+        if em.key.is_empty() || em.key.contains(['*', '?', '[', ']']) {
+            return Err(invalid(
+                "socketio.emitter.key",
+                "must be non-empty, without * ? [ ] (it prefixes a channel pattern)",
+            ));
+        }
+        if let Some(url) = &em.redis_url {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                return Err(invalid(
+                    "socketio.emitter.redis_url",
+                    format!("{url:?} is not a redis:// URL: {e}"),
+                ));
+            }
+        } else if em.enabled && self.adapter == AdapterKind::Memory {
+            return Err(invalid(
+                "socketio.emitter.redis_url",
+                "needed with the memory adapter (there is no adapter Redis to default to)",
+            ));
+        }
+        if !self.advertise_address.is_empty() {
+            let ok = self
+                .advertise_address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+            if !ok {
+                return Err(invalid(
+                    "advertise_address",
+                    format!("{:?} is not HOST:PORT", self.advertise_address),
+                ));
+            }
         }
         Ok(())
     }
@@ -1624,6 +1694,34 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_of_socketio_are_checked() {
+        let e = err(&["--advertise-address", "gateway-1"], &[]);
+        assert!(e.starts_with("invalid `advertise_address`: "), "{e}");
+        let e = err(&["--advertise-address", "h:0"], &[]);
+        assert!(e.starts_with("invalid `advertise_address`: "), "{e}");
+        let c = load(&[], &[("ROOMCAST_ADVERTISE_ADDRESS", "gateway-1:8080")]).unwrap();
+        assert_eq!(c.advertise_address, "gateway-1:8080");
+
+        let f = file("[socketio.emitter]\nenabled = true\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(
+            e.starts_with("invalid `socketio.emitter.redis_url`: "),
+            "{e}"
+        );
+        assert!(load(&["--config", f.arg(), "--adapter", "redis"], &[]).is_ok());
+        let f = file("[socketio.emitter]\nenabled = true\nredis_url = \"redis://e:6380\"\n");
+        let c = load(&["--config", f.arg()], &[]).unwrap();
+        assert_eq!(
+            c.socketio.emitter.redis_url.as_deref(),
+            Some("redis://e:6380")
+        );
+        assert_eq!(c.socketio.emitter.key, "socket.io");
+        let f = file("[socketio.emitter]\nkey = \"a*\"\n");
+        let e = err(&["--config", f.arg()], &[]);
+        assert!(e.starts_with("invalid `socketio.emitter.key`: "), "{e}");
+    }
+
+    #[test]
     fn printed_configuration_reads_back_the_same() {
         let f = file(
             "listen = \"127.0.0.1:9\"\nmax_message_bytes = 100000\njwt_secret = \"s3cret\"\n\
@@ -1726,6 +1824,7 @@ mod tests {
         let documented = |key: &str| doc.contains(&format!("| `{key}`"));
         let mut every = Config {
             node_id: "n".into(),
+            advertise_address: "h:1".into(),
             jwt_public_key: Some("k.pem".into()),
             grpc_tls_cert: Some("c.pem".into()),
             grpc_tls_key: Some("k.pem".into()),
@@ -1735,6 +1834,7 @@ mod tests {
         every.socketio.ping_interval = Some(Duration::from_secs(1));
         every.socketio.ping_timeout = Some(Duration::from_secs(1));
         every.socketio.recovery = Some(Duration::from_secs(1));
+        every.socketio.emitter.redis_url = Some("redis://e".into());
         every.socketio.events.insert(
             "NAME".into(),
             EventRoute {
@@ -1755,8 +1855,18 @@ mod tests {
         let toml::Value::Table(sio) = &tree["socketio"] else {
             panic!("socketio is a table")
         };
-        for key in sio.keys().filter(|k| *k != "events") {
+        for key in sio.keys().filter(|k| *k != "events" && *k != "emitter") {
             let key = format!("socketio.{key}");
+            assert!(
+                documented(&key),
+                "docs/configuration.md lacks the key `{key}`"
+            );
+        }
+        let toml::Value::Table(emitter) = &sio["emitter"] else {
+            panic!("socketio.emitter is a table")
+        };
+        for key in emitter.keys() {
+            let key = format!("socketio.emitter.{key}");
             assert!(
                 documented(&key),
                 "docs/configuration.md lacks the key `{key}`"

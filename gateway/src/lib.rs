@@ -222,7 +222,7 @@ pub async fn run(
     ));
     let _ = hub
         .addresses
-        .set((advertised(http_addr), advertised(grpc_addr)));
+        .set(advertised(&config.advertise_address, http_addr, grpc_addr));
     adapter.start(hub.clone()).await?;
 
     let (draining, _) = watch::channel(false);
@@ -269,6 +269,7 @@ pub async fn run(
     if let Some(b) = &node.backend {
         tokio::spawn(b.clone().probe(stop_rx.clone()));
     }
+    tokio::spawn(socketio::emitter::run(node.clone(), stop_rx.clone()));
     // The exporter keeps every histogram sample until upkeep folds it into
     // the buckets; at millions of deliveries per second, waiting for the
     // next scrape would hold millions of samples, so fold them every second.
@@ -343,8 +344,50 @@ pub async fn wait_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-fn advertised(addr: SocketAddr) -> String {
-    addr.to_string()
+/// The addresses the other nodes reach this one at (HTTP, gRPC): the
+/// configured `advertise_address` (its host with the gRPC port for gRPC),
+/// else the listen addresses, with this host's address in place of
+/// 0.0.0.0 or [::].
+fn advertised(configured: &str, http: SocketAddr, grpc: SocketAddr) -> (String, String) {
+    if let Some((host, _)) = configured.rsplit_once(':') {
+        return (configured.to_owned(), format!("{host}:{}", grpc.port()));
+    }
+    let here = |addr: SocketAddr| {
+        if !addr.ip().is_unspecified() {
+            return addr.to_string();
+        }
+        SocketAddr::new(host_address(addr.is_ipv4()), addr.port()).to_string()
+    };
+    (here(http), here(grpc))
+}
+
+/// This host's address on the network its default route leads to (no
+/// packet is sent: connecting a UDP socket only picks the source address);
+/// loopback when there is no such network.
+fn host_address(v4: bool) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+    let (bind, probe): (IpAddr, SocketAddr) = if v4 {
+        (
+            Ipv4Addr::UNSPECIFIED.into(),
+            "192.0.2.1:9".parse().expect("valid"),
+        )
+    } else {
+        (
+            Ipv6Addr::UNSPECIFIED.into(),
+            "[2001:db8::1]:9".parse().expect("valid"),
+        )
+    };
+    UdpSocket::bind((bind, 0))
+        .and_then(|s| {
+            s.connect(probe)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(if v4 {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            Ipv6Addr::LOCALHOST.into()
+        })
 }
 
 async fn serve_grpc(

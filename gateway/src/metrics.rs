@@ -245,6 +245,23 @@ const SOCKETIO_UPGRADES: &str = "roomcast_socketio_upgrades_total";
 const SOCKETIO_MALFORMED: &str = "roomcast_socketio_malformed_packets_total";
 const SOCKETIO_SOCKETS: &str = "roomcast_socketio_sockets";
 const SOCKETIO_RECOVERIES: &str = "roomcast_socketio_recoveries_total";
+const SOCKETIO_RECOVERY_STORE_ERRORS: &str = "roomcast_socketio_recovery_store_errors_total";
+const SOCKETIO_FORWARDED: &str = "roomcast_socketio_forwarded_requests_total";
+const SOCKETIO_RELAYS: &str = "roomcast_socketio_relayed_websockets";
+const SOCKETIO_EMITTER_MESSAGES: &str = "roomcast_socketio_emitter_messages_total";
+const SOCKETIO_EMITTER_UP: &str = "roomcast_socketio_emitter_up";
+
+/// Outcomes of a socket.io request for a session another node owns.
+pub const FORWARD_OUTCOMES: &[&str] = &["forwarded", "owner_unknown", "owner_unreachable"];
+/// Outcomes of a message from `@socket.io/redis-emitter`.
+pub const EMITTER_OUTCOMES: &[&str] = &[
+    "delivered",
+    "malformed",
+    "other_namespace",
+    "no_room",
+    "except",
+    "arguments",
+];
 
 /// Every metric of the node.
 pub struct Metrics {
@@ -294,6 +311,17 @@ pub struct Metrics {
     pub socketio_sockets: Level,
     /// socket.io sockets recovered after a reconnect.
     pub socketio_recoveries: Counter,
+    /// Reads and writes of kept socket.io state that the adapter failed.
+    pub socketio_recovery_store_errors: Counter,
+    /// socket.io requests for sessions of other nodes, by outcome.
+    pub socketio_forwarded: ByLabel,
+    /// WebSockets this node relays to the node that owns their session.
+    pub socketio_relays: Level,
+    /// Messages from `@socket.io/redis-emitter`, by outcome.
+    pub socketio_emitter_messages: ByLabel,
+    /// 1 while the emitter's Redis subscription is up (0 when it is down
+    /// or not configured).
+    pub socketio_emitter_up: Gauge,
 }
 
 /// `roomcast_sessions{protocol,transport}`, one handle per kind.
@@ -405,6 +433,26 @@ impl Metrics {
             SOCKETIO_RECOVERIES,
             "socket.io sockets whose state was recovered after a reconnect."
         );
+        describe_counter!(
+            SOCKETIO_RECOVERY_STORE_ERRORS,
+            "Reads and writes of socket.io state kept for recovery that the adapter failed."
+        );
+        describe_counter!(
+            SOCKETIO_FORWARDED,
+            "socket.io requests for a session another node owns, by outcome."
+        );
+        describe_gauge!(
+            SOCKETIO_RELAYS,
+            "WebSockets this node relays to the node that owns their socket.io session."
+        );
+        describe_counter!(
+            SOCKETIO_EMITTER_MESSAGES,
+            "Messages from @socket.io/redis-emitter, by outcome."
+        );
+        describe_gauge!(
+            SOCKETIO_EMITTER_UP,
+            "1 while the subscription to the emitter's Redis is up."
+        );
         let error_codes: Vec<&'static str> = crate::protocol::ErrorCode::ALL
             .iter()
             .map(|c| c.as_str())
@@ -437,6 +485,15 @@ impl Metrics {
             socketio_malformed_packets: counter!(SOCKETIO_MALFORMED),
             socketio_sockets: Level::new(gauge!(SOCKETIO_SOCKETS)),
             socketio_recoveries: counter!(SOCKETIO_RECOVERIES),
+            socketio_recovery_store_errors: counter!(SOCKETIO_RECOVERY_STORE_ERRORS),
+            socketio_forwarded: ByLabel::new(SOCKETIO_FORWARDED, "outcome", FORWARD_OUTCOMES),
+            socketio_relays: Level::new(gauge!(SOCKETIO_RELAYS)),
+            socketio_emitter_messages: ByLabel::new(
+                SOCKETIO_EMITTER_MESSAGES,
+                "outcome",
+                EMITTER_OUTCOMES,
+            ),
+            socketio_emitter_up: gauge!(SOCKETIO_EMITTER_UP),
         }
     }
 

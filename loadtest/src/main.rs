@@ -11,6 +11,7 @@ mod backend;
 mod churn;
 mod dialect;
 mod hist;
+mod hops;
 mod publisher;
 mod report;
 mod scenarios;
@@ -35,11 +36,11 @@ use crate::targets::{Kind, Programs};
 #[command(
     name = "roomcast-loadtest",
     about = "Load-test harness for Roomcast, with baselines side by side",
-    after_help = "Scenarios: echo idle storm fanout rooms cluster cluster-max slow churn rpc, `all`, or `smoke` \
+    after_help = "Scenarios: echo idle storm fanout rooms cluster cluster-max slow churn rpc hops, `all`, or `smoke` \
                   (every scenario, tiny sizes, fails on any loss; for CI)."
 )]
 struct Cli {
-    /// Scenarios to run: echo, idle, storm, fanout, rooms, cluster, cluster-max, slow, churn, rpc, all, smoke.
+    /// Scenarios to run: echo, idle, storm, fanout, rooms, cluster, cluster-max, slow, churn, rpc, hops, all, smoke.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Same as the scenario `smoke`.
@@ -202,6 +203,9 @@ fn targets_for(cli: &Cli, scenario: &str) -> Vec<Kind> {
         .filter(|k| scenario != "echo" || *k != Kind::RoomcastSocketio)
         // Backend hooks are Roomcast's, measured on roomcast.v1.
         .filter(|k| scenario != "rpc" || *k == Kind::Roomcast)
+        // Hops between nodes are those of Roomcast's socket.io sessions:
+        // run once, for the Roomcast target.
+        .filter(|k| scenario != "hops" || *k == Kind::Roomcast)
         .collect()
 }
 
@@ -466,13 +470,14 @@ fn smoke_check(r: &Run) -> Vec<String> {
         "failed",
         "bad_replies",
         "churn_failed",
+        "errors",
     ] {
         if let Some(v) = r.get(key).filter(|v| *v > 0.0) {
             f.push(format!("{name}: {key} = {v}"));
         }
     }
     let moved = match r.scenario.as_str() {
-        "echo" | "rpc" => r.get("roundtrips"),
+        "echo" | "rpc" | "hops" => r.get("roundtrips"),
         "idle" | "storm" => r.get("connections"),
         _ => r.get("delivered"),
     };

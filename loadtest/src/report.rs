@@ -149,6 +149,16 @@ pub fn headline(scenario: &str) -> &'static [(&'static str, &'static str)] {
             ("server_cpu", "server CPU"),
             ("gen_cpu", "gen CPU"),
         ],
+        "hops" => &[
+            ("sessions", "sessions"),
+            ("roundtrips_per_s", "round trips/s"),
+            ("lat:p50", "p50 ms"),
+            ("lat:p99", "p99 ms"),
+            ("vs_direct", "vs direct"),
+            ("hop_p50_added_ms", "hop adds p50 ms"),
+            ("hop_p99_added_ms", "hop adds p99 ms"),
+            ("errors", "errors"),
+        ],
         "echo" => &[
             ("roundtrips_per_s", "round trips/s"),
             ("connections", "conns"),

@@ -29,6 +29,7 @@ pub const ALL: &[&str] = &[
     "slow",
     "churn",
     "rpc",
+    "hops",
 ];
 
 /// Sizes of a scenario run; every field has a per-scenario default.
@@ -93,6 +94,9 @@ impl Sizes {
         };
         match scenario {
             "echo" => s.connections = 64,
+            // Sessions making round trips one at a time each, in the
+            // harness process.
+            "hops" => s.connections = 16,
             "rpc" => {
                 s.connections = 64;
                 s.echo_sizes = vec![128];
@@ -143,7 +147,7 @@ impl Sizes {
         if smoke {
             s.duration = Duration::from_secs(2);
             s.connections = match scenario {
-                "echo" => 4,
+                "echo" | "hops" => 4,
                 _ => 100,
             };
             s.echo_sizes = if scenario == "rpc" {
@@ -208,7 +212,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn bar(&self, prefix: String, len_ms: u64) -> ProgressBar {
+    pub(crate) fn bar(&self, prefix: String, len_ms: u64) -> ProgressBar {
         let pb = self.bars.add(ProgressBar::new(len_ms.max(1)));
         pb.set_style(
             ProgressStyle::with_template("{spinner} {prefix:28} [{bar:30}] {elapsed:>4} {msg}")
@@ -376,6 +380,7 @@ pub async fn run(ctx: &Ctx, scenario: &str, kind: Kind, sizes: &Sizes) -> Result
             Ok(vec![control, slow])
         }
         "churn" => churn(ctx, kind, sizes).await,
+        "hops" => crate::hops::run(ctx, sizes).await,
         other => bail!("unknown scenario {other}"),
     }
 }

@@ -7,6 +7,7 @@
 //! payloads are read back out of those frames here.
 
 use super::engineio::{self, Eio, Record};
+use super::forward;
 use super::socket::{self, Input, PollReply, Role, Start};
 use crate::backend::Peer;
 use crate::outbound::Outbound;
@@ -147,7 +148,16 @@ async fn serve(
         return refuse(node, Refusal::Forbidden);
     }
     if websocket {
-        return upgrade(node, req, eio, role, q);
+        return upgrade(node, req, eio, role, q).await;
+    }
+    if let Some(sid) = &q.sid {
+        if node.socketio.get(sid).is_none() && matches!(*req.method(), Method::GET | Method::POST) {
+            // Another node's session (no sticky sessions): it answers.
+            return match forward::request(node, sid, req).await {
+                Ok(r) => r,
+                Err(_) => refuse(node, Refusal::UnknownSid),
+            };
+        }
     }
     match (&q.sid, req.method()) {
         (None, &Method::GET) => {
@@ -261,7 +271,7 @@ fn grant(
     }
 }
 
-fn upgrade(
+async fn upgrade(
     node: &Arc<Node>,
     mut req: Request<Incoming>,
     eio: Eio,
@@ -274,7 +284,13 @@ fn upgrade(
     let existing = match &q.sid {
         Some(sid) => match node.socketio.get(sid) {
             Some(tx) => Some(tx),
-            None => return refuse(node, Refusal::UnknownSid),
+            // Another node's session: relayed there.
+            None => {
+                return match forward::relay(node, sid, req).await {
+                    Ok(r) => r,
+                    Err(_) => refuse(node, Refusal::UnknownSid),
+                }
+            }
         },
         None => None,
     };

@@ -7,22 +7,43 @@
 //! client keeps (the last string argument of the last event) and hands back
 //! in its next CONNECT with the `pid`.
 //!
-//! When the session ends for any reason but an explicit disconnect, each
-//! socket's rooms are kept here with, per room, the position of the last
-//! publication written to the client. A CONNECT with a known `pid` within
-//! the recovery time gets the same socket id back (so `socket.recovered` is
-//! true), rejoins those rooms and reads from history everything after them;
-//! for the room of the client's offset string, after that offset (the
-//! client saw exactly that far, even if more was written). A room whose
-//! history was lost (epoch changed) or trimmed past the position is
-//! resubscribed from now, and says `recovered: false` in its `subscribed`
-//! event.
+//! A socket's state is kept in the adapter's store ([`Adapter::keep`]), so
+//! that its client may come back through any node:
+//!
+//! - While the socket lives, a snapshot: its rooms and, per room, the
+//!   position the client confirmed (a pong after the write) or where it
+//!   joined. Written when it connects, when its rooms change and at every
+//!   pong, kept for the recovery time plus one heartbeat, so it outlives a
+//!   node that dies without a word (SIGKILL, a lost machine).
+//! - When the session ends for any reason but an explicit disconnect, the
+//!   exact state replaces it: the snapshot's positions, plus the
+//!   publications written since the last pong, in order.
+//! - An explicit disconnect (a DISCONNECT packet, or a disconnect from the
+//!   control plane) forgets it.
+//!
+//! A CONNECT with a known `pid` within the recovery time takes the state
+//! (once, whichever node asks), gets the same socket id back (so
+//! `socket.recovered` is true), rejoins those rooms and reads from history
+//! everything after them; for the room of the client's offset string, after
+//! that offset (the client saw exactly that far, even if more was written).
+//! After an exact save that is exactly what was missed. After a snapshot
+//! (the node died) the other rooms restart from the last confirmation, so
+//! publications written between that pong and the node's end may come
+//! twice: at least once, never lost. A room whose history was lost (epoch
+//! changed) or trimmed past the position is resubscribed from now, and
+//! says `recovered: false` in its `subscribed` event.
+//!
+//! [`Adapter::keep`]: roomcast_adapter::Adapter::keep
 
 use crate::auth::Grant;
-use parking_lot::Mutex;
+use bytes::Bytes;
 use roomcast_adapter::StreamPosition;
-use std::collections::HashMap;
-use tokio::time::Instant;
+use serde::{Deserialize, Serialize};
+
+/// The adapter store's key for a socket's private id.
+pub fn key(pid: &str) -> String {
+    format!("sio:{pid}")
+}
 
 /// The offset string a publication carries.
 pub fn offset_string(room: &str, epoch: &str, offset: u64) -> String {
@@ -42,8 +63,8 @@ pub fn parse_offset(s: &str) -> Option<(String, StreamPosition)> {
     Some((room.to_owned(), StreamPosition { epoch, offset }))
 }
 
-/// A socket that went away, kept for its client's return.
-#[derive(Debug, Clone)]
+/// A socket's state, kept for its client's return.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
     /// Its socket id, given back on recovery.
     pub client_id: String,
@@ -52,13 +73,11 @@ pub struct Saved {
     /// Its grant, when auth is on.
     pub grant: Option<Grant>,
     /// Its rooms and how far the client confirmed having each (a pong
-    /// after the write), or where it joined.
-    pub rooms: Vec<(String, StreamPosition)>,
+    /// after the write), or where it joined: room, epoch, offset.
+    pub rooms: Vec<(String, String, u64)>,
     /// Publications written after that, oldest first, that the client may
-    /// or may not have received: room and offset.
+    /// or may not have received: room and offset. Empty in a snapshot.
     pub unconfirmed: Vec<(String, u64)>,
-    /// Kept until then.
-    pub until: Instant,
 }
 
 /// Most publications a session keeps unconfirmed before it gives up on
@@ -70,6 +89,10 @@ impl Saved {
     /// last publication it saw: everything written up to that one arrived
     /// (one ordered stream), nothing after it did. Without one it saw
     /// nothing unconfirmed.
+    ///
+    /// The offset string's own room goes at least that far: the client saw
+    /// it, whether or not the state knows it was written (a snapshot does
+    /// not).
     pub fn positions(
         &self,
         last_seen: Option<&(String, StreamPosition)>,
@@ -85,56 +108,40 @@ impl Saved {
         };
         self.rooms
             .iter()
-            .map(|(room, p)| {
-                let mut p = p.clone();
+            .map(|(room, epoch, offset)| {
+                let mut p = StreamPosition {
+                    epoch: epoch.clone(),
+                    offset: *offset,
+                };
                 for (r, o) in received {
                     if r == room {
                         p.offset = p.offset.max(*o);
+                    }
+                }
+                if let Some((r, seen)) = last_seen {
+                    if r == room && seen.epoch == p.epoch {
+                        p.offset = p.offset.max(seen.offset);
                     }
                 }
                 (room.clone(), p)
             })
             .collect()
     }
-}
 
-/// Sockets awaiting recovery, by private id.
-#[derive(Default)]
-pub struct Store {
-    saved: Mutex<HashMap<String, Saved>>,
-}
-
-impl Store {
-    /// Keeps a socket's state under its private id.
-    pub fn save(&self, pid: String, saved: Saved) {
-        let now = Instant::now();
-        let mut map = self.saved.lock();
-        map.retain(|_, s| s.until > now);
-        map.insert(pid, saved);
+    /// The stored form.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("plain data serializes"))
     }
 
-    /// Takes a socket's state back, if it is still kept and is of `nsp`.
-    pub fn take(&self, pid: &str, nsp: &str) -> Option<Saved> {
-        let mut map = self.saved.lock();
-        let saved = map.remove(pid)?;
-        (saved.until > Instant::now() && saved.nsp == nsp).then_some(saved)
-    }
-
-    /// Sockets kept now (expired ones included until the next save).
-    pub fn len(&self) -> usize {
-        self.saved.lock().len()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Reads the stored form back; `None` for anything else.
+    pub fn decode(b: &[u8]) -> Option<Saved> {
+        serde_json::from_slice(b).ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn offset_strings_round_trip_with_colons_in_rooms() {
@@ -151,23 +158,19 @@ mod tests {
     }
 
     #[test]
-    fn saved_sockets_expire_and_stay_in_their_namespace() {
-        let store = Store::default();
-        let saved = |secs| Saved {
+    fn saved_state_round_trips_through_its_stored_form() {
+        let saved = Saved {
             client_id: "c".into(),
-            nsp: "/".into(),
-            grant: None,
-            rooms: Vec::new(),
-            unconfirmed: Vec::new(),
-            until: Instant::now() + Duration::from_secs(secs),
+            nsp: "/admin".into(),
+            grant: Some(Grant {
+                user: "u".into(),
+                ..Grant::default()
+            }),
+            rooms: vec![("a:b".into(), "e1".into(), 4)],
+            unconfirmed: vec![("a:b".into(), 5)],
         };
-        store.save("p1".into(), saved(60));
-        assert!(store.take("p1", "/admin").is_none(), "another namespace");
-        store.save("p1".into(), saved(60));
-        assert_eq!(store.take("p1", "/").unwrap().client_id, "c");
-        assert!(store.take("p1", "/").is_none(), "taken once");
-        store.save("p2".into(), saved(0));
-        assert!(store.take("p2", "/").is_none(), "expired");
+        assert_eq!(Saved::decode(&saved.encode()), Some(saved));
+        assert_eq!(Saved::decode(b"not json"), None);
     }
 
     #[test]
@@ -180,14 +183,13 @@ mod tests {
             client_id: "c".into(),
             nsp: "/".into(),
             grant: None,
-            rooms: vec![("a".into(), pos(1)), ("b".into(), pos(7))],
+            rooms: vec![("a".into(), "e".into(), 1), ("b".into(), "e".into(), 7)],
             unconfirmed: vec![
                 ("a".into(), 2),
                 ("b".into(), 8),
                 ("a".into(), 3),
                 ("b".into(), 9),
             ],
-            until: Instant::now(),
         };
         let got = |seen: Option<(&str, u64)>| {
             let seen = seen.map(|(r, o)| (r.to_owned(), pos(o)));
@@ -200,6 +202,20 @@ mod tests {
         assert_eq!(got(Some(("a", 3))), [("a".into(), 3), ("b".into(), 8)]);
         assert_eq!(got(Some(("b", 8))), [("a".into(), 2), ("b".into(), 8)]);
         assert_eq!(got(None), [("a".into(), 1), ("b".into(), 7)]);
-        assert_eq!(got(Some(("a", 99))), [("a".into(), 1), ("b".into(), 7)]);
+        // Beyond what the state knows was written (a snapshot): the
+        // client's own room goes as far as it saw, the others stay.
+        assert_eq!(got(Some(("a", 99))), [("a".into(), 99), ("b".into(), 7)]);
+        let other_epoch = Some((
+            "a".to_owned(),
+            StreamPosition {
+                epoch: "f".into(),
+                offset: 99,
+            },
+        ));
+        assert_eq!(
+            saved.positions(other_epoch.as_ref())[0].1.offset,
+            1,
+            "a position in another epoch says nothing"
+        );
     }
 }

@@ -68,8 +68,8 @@ pub enum PollReply {
 #[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<Arc<str>, mpsc::Sender<Input>>>,
-    /// Sockets kept for connection state recovery.
-    pub recovery: recovery::Store,
+    /// Where the other nodes are, for requests of their sessions.
+    pub owners: super::forward::Owners,
 }
 
 impl Registry {
@@ -262,13 +262,16 @@ struct Session {
     confirmed: HashMap<Arc<str>, u64>,
     /// False once the log lost unconfirmed entries.
     log_complete: bool,
+    /// The sockets' rooms or confirmed positions changed since their state
+    /// was last kept for recovery.
+    snapshot_due: bool,
     /// Why the session ended, once it has.
     ended: Option<&'static str>,
 }
 
 /// Starts a session and returns its id (the open packet is already queued).
 pub fn start(node: Arc<Node>, start: Start) -> Arc<str> {
-    let sid: Arc<str> = Arc::from(new_id());
+    let sid: Arc<str> = Arc::from(super::forward::new_sid(&node.config.node_id));
     let (tx, rx) = mpsc::channel(16);
     node.socketio.insert(sid.clone(), tx);
     let sio_cfg = &node.config.socketio;
@@ -319,6 +322,7 @@ pub fn start(node: Arc<Node>, start: Start) -> Arc<str> {
         ping_seq: None,
         confirmed: HashMap::new(),
         log_complete: true,
+        snapshot_due: false,
         ended: None,
         transport,
         node,
@@ -444,6 +448,9 @@ impl Session {
             if self.ended.is_some() {
                 break;
             }
+            if self.snapshot_due {
+                self.snapshot().await;
+            }
             let deadline = self.next_deadline();
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
@@ -485,6 +492,8 @@ impl Session {
                 // The oldest command in flight of some namespace finished.
                 (nsp, outcome) = std::future::poll_fn(|cx| poll_outcomes(namespaces, cx)), if in_flight => {
                     if let Some(ns) = self.namespaces.get_mut(&nsp) {
+                        let rooms_changed = matches!(outcome, Outcome::Joined { .. } | Outcome::Left { .. });
+                        self.snapshot_due |= rooms_changed && ns.pid.is_some();
                         ns.client.apply(outcome);
                     }
                 }
@@ -849,6 +858,8 @@ impl Session {
                 if let Some(seq) = self.ping_seq.take() {
                     self.confirm(seq);
                 }
+                // Also renews the kept state's lifetime.
+                self.snapshot_due |= self.namespaces.values().any(|ns| ns.pid.is_some());
             }
             EPacket::Close => {
                 if let Some(tx) = self.pending_poll.take() {
@@ -925,6 +936,9 @@ impl Session {
             }
             Kind::Disconnect => {
                 if let Some(mut ns) = self.namespaces.remove(&p.nsp) {
+                    if let Some(pid) = &ns.pid {
+                        self.forget_saved(pid).await;
+                    }
                     ns.client.end_reason = "normal";
                     ns.client.cleanup().await;
                     self.node.metrics.socketio_sockets.dec();
@@ -998,13 +1012,13 @@ impl Session {
             .and_then(|a| a.get("offset"))
             .and_then(Value::as_str)
             .and_then(recovery::parse_offset);
-        let kept = offsets
-            .then(|| auth.as_ref()?.get("pid")?.as_str())
-            .flatten()
-            .and_then(|pid| {
-                let saved = self.node.socketio.recovery.take(pid, &nsp)?;
-                Some((pid.to_owned(), saved))
-            });
+        let asked = offsets
+            .then(|| auth.as_ref()?.get("pid")?.as_str().map(str::to_owned))
+            .flatten();
+        let kept = match asked {
+            Some(pid) => self.take_saved(&pid, &nsp).await.map(|saved| (pid, saved)),
+            None => None,
+        };
         let restored = match kept {
             Some((pid, saved)) => {
                 let rooms = saved.positions(last_seen.as_ref());
@@ -1117,8 +1131,104 @@ impl Session {
                 client.join(room, None, 0);
             }
         }
+        self.snapshot_due |= pid.is_some();
         self.namespaces.insert(nsp, Namespace { client, pid });
         self.node.metrics.socketio_sockets.inc();
+    }
+
+    /// Takes a socket's kept state from the adapter's store (whichever
+    /// node kept it), if it is there and is of `nsp`.
+    async fn take_saved(&self, pid: &str, nsp: &str) -> Option<recovery::Saved> {
+        match self.node.hub.adapter().take_kept(&recovery::key(pid)).await {
+            Ok(kept) => kept
+                .and_then(|b| recovery::Saved::decode(&b))
+                .filter(|s| s.nsp == nsp),
+            Err(e) => {
+                tracing::warn!(error = %e, "socket.io recovery: cannot read kept state");
+                self.node
+                    .metrics
+                    .socketio_recovery_store_errors
+                    .increment(1);
+                None
+            }
+        }
+    }
+
+    /// Keeps a socket's state in the adapter's store for `ttl`.
+    async fn keep_saved(&self, pid: &str, saved: &recovery::Saved, ttl: Duration) {
+        let adapter = self.node.hub.adapter();
+        if let Err(e) = adapter.keep(&recovery::key(pid), saved.encode(), ttl).await {
+            tracing::debug!(error = %e, "socket.io recovery: cannot keep state");
+            self.node
+                .metrics
+                .socketio_recovery_store_errors
+                .increment(1);
+        }
+    }
+
+    /// Drops a socket's kept state: it disconnected on purpose.
+    async fn forget_saved(&self, pid: &str) {
+        if let Err(e) = self
+            .node
+            .hub
+            .adapter()
+            .forget_kept(&recovery::key(pid))
+            .await
+        {
+            tracing::debug!(error = %e, "socket.io recovery: cannot drop kept state");
+            self.node
+                .metrics
+                .socketio_recovery_store_errors
+                .increment(1);
+        }
+    }
+
+    /// A socket's state as kept for recovery: its rooms at the positions
+    /// the client confirmed (or where it joined), and with `log`, the
+    /// publications written since, in order.
+    fn saved_state(&self, nsp: &str, ns: &Namespace, log: bool) -> recovery::Saved {
+        let rooms = ns
+            .client
+            .rooms
+            .iter()
+            .filter_map(|r| {
+                let p = ns.client.positions.get(r)?;
+                let confirmed = self.confirmed.get(r.as_str()).copied().unwrap_or(0);
+                Some((r.clone(), p.epoch.clone(), p.offset.max(confirmed)))
+            })
+            .collect();
+        let unconfirmed = if log {
+            self.log
+                .iter()
+                .filter(|(_, room, _)| ns.client.rooms.contains(&**room))
+                .map(|(_, room, offset)| (room.to_string(), *offset))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        recovery::Saved {
+            client_id: ns.client.shared.client_id.clone(),
+            nsp: nsp.to_owned(),
+            grant: ns.client.grant.clone(),
+            rooms,
+            unconfirmed,
+        }
+    }
+
+    /// Keeps every recoverable socket's current state, for as long as its
+    /// client may take to notice a dead node and come back.
+    async fn snapshot(&mut self) {
+        self.snapshot_due = false;
+        let Some(keep) = self.node.config.socketio.recovery else {
+            return;
+        };
+        let ttl = keep + self.ping_interval + self.ping_timeout;
+        for (nsp, ns) in &self.namespaces {
+            if let Some(pid) = &ns.pid {
+                let saved = self.saved_state(nsp, ns, false);
+                self.keep_saved(pid, &saved, ttl).await;
+            }
+        }
     }
 
     /// Whether every room can give back what was missed since these
@@ -1369,40 +1479,17 @@ impl Session {
     /// soon as the client is known to be gone.
     async fn release_sockets(&mut self, why: &'static str) {
         let recoverable = why != "disconnected" && self.log_complete;
-        if let (Some(keep), true) = (self.node.config.socketio.recovery, recoverable) {
-            // Every end but an explicit disconnect may be recovered from.
-            let until = Instant::now() + keep;
+        if let Some(keep) = self.node.config.socketio.recovery {
+            // Every end but an explicit disconnect may be recovered from:
+            // the exact state replaces the last snapshot.
             for (nsp, ns) in &self.namespaces {
                 let Some(pid) = &ns.pid else { continue };
-                let rooms = ns
-                    .client
-                    .rooms
-                    .iter()
-                    .filter_map(|r| {
-                        let mut p = ns.client.positions.get(r)?.clone();
-                        if let Some(c) = self.confirmed.get(r.as_str()) {
-                            p.offset = p.offset.max(*c);
-                        }
-                        Some((r.clone(), p))
-                    })
-                    .collect();
-                let unconfirmed = self
-                    .log
-                    .iter()
-                    .filter(|(_, room, _)| ns.client.rooms.contains(&**room))
-                    .map(|(_, room, offset)| (room.to_string(), *offset))
-                    .collect();
-                self.node.socketio.recovery.save(
-                    pid.clone(),
-                    recovery::Saved {
-                        client_id: ns.client.shared.client_id.clone(),
-                        nsp: nsp.clone(),
-                        grant: ns.client.grant.clone(),
-                        rooms,
-                        unconfirmed,
-                        until,
-                    },
-                );
+                if recoverable {
+                    let saved = self.saved_state(nsp, ns, true);
+                    self.keep_saved(pid, &saved, keep).await;
+                } else {
+                    self.forget_saved(pid).await;
+                }
             }
         }
         for (_, mut ns) in self.namespaces.drain() {

@@ -555,31 +555,119 @@ export async function tcpProxy(targetPort) {
   };
 }
 
-/** A redis-server on a free port with nothing persisted, or null when none is installed. */
+/**
+ * A redis-server of this test on a free port, nothing persisted. `stop()`
+ * kills it (SIGKILL), `restart()` starts it again on the same port, empty.
+ */
 export async function startRedis() {
   const bin = process.env.REDIS_SERVER || 'redis-server';
-  const { spawnSync } = await import('node:child_process');
-  if (spawnSync(bin, ['--version']).status !== 0) return null;
   const { connect: tcpConnect } = await import('node:net');
   const port = await freePort();
-  const proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  });
-  await until(
-    () =>
-      new Promise((ok) => {
-        const c = tcpConnect(port, '127.0.0.1', () => {
-          c.end();
-          ok(true);
-        });
-        c.on('error', () => ok(false));
-      }),
-    { ms: 10000, what: 'redis-server' },
-  );
+  let proc = null;
+  const up = () =>
+    new Promise((ok) => {
+      const c = tcpConnect(port, '127.0.0.1', () => {
+        c.end();
+        ok(true);
+      });
+      c.on('error', () => ok(false));
+    });
+  const launch = async () => {
+    proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    });
+    proc.on('error', (err) => {
+      throw new Error(`cannot run ${bin}: ${err.message}`);
+    });
+    await until(up, { ms: 10000, what: `redis-server on port ${port}` });
+  };
+  await launch();
   return {
+    port,
     url: `redis://127.0.0.1:${port}`,
     async stop() {
-      proc.kill('SIGKILL');
+      if (proc && proc.exitCode === null && proc.signalCode === null) {
+        const gone = new Promise((r) => proc.once('exit', r));
+        proc.kill('SIGKILL');
+        await gone;
+      }
+    },
+    async restart() {
+      await this.stop();
+      await launch();
+    },
+  };
+}
+
+/**
+ * HAProxy in front of `nodes` (Gateways), round-robin with no stickiness:
+ * the project's deploy/haproxy/haproxy.cfg `defaults` and `frontend ws`,
+ * with `balance roundrobin`, loopback addresses and quick health checks.
+ * Every request goes to the next node, whatever session it belongs to.
+ */
+export async function startHaproxy(nodes) {
+  const { readFile } = await import('node:fs/promises');
+  const project = await readFile(join(REPO_DIR, 'deploy/haproxy/haproxy.cfg'), 'utf8');
+  const section = (name) => {
+    const m = new RegExp(`^${name}\\b[^\\n]*\\n((?:[ \\t]+[^\\n]*\\n|[ \\t]*#[^\\n]*\\n|\\n)*)`, 'm').exec(project);
+    if (!m) throw new Error(`deploy/haproxy/haproxy.cfg has no '${name}' section`);
+    return m[1]
+      .split('\n')
+      .filter((l) => l.trim() && !l.trim().startsWith('#'))
+      .filter((l) => !/^\s*(log|option httplog)\b/.test(l));
+  };
+  const port = await freePort();
+  const defaults = section('defaults');
+  const frontend = section('frontend ws').filter((l) => !/^\s*bind\b/.test(l));
+  const backend = section('backend gateways')
+    .filter((l) => !/^\s*(server|default-server)\b/.test(l))
+    .map((l) => l.replace(/balance\s+\S+/, 'balance roundrobin'));
+  if (!backend.some((l) => /balance roundrobin/.test(l))) throw new Error('backend gateways has no balance line');
+  const cfg = [
+    'global',
+    '    maxconn 4000',
+    'defaults',
+    ...defaults,
+    'frontend ws',
+    `    bind 127.0.0.1:${port}`,
+    ...frontend,
+    'backend gateways',
+    ...backend,
+    '    default-server check inter 300ms fall 1 rise 1',
+    ...nodes.map((n, i) => `    server node-${i + 1} 127.0.0.1:${n.httpPort}`),
+    '',
+  ].join('\n');
+  const dir = await mkdtemp(join(tmpdir(), 'roomcast-haproxy-'));
+  const file = join(dir, 'haproxy.cfg');
+  await writeFile(file, cfg);
+  let output = '';
+  const proc = spawn('haproxy', ['-db', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  proc.on('error', (err) => {
+    output += `cannot run haproxy: ${err.message}\n`;
+  });
+  proc.stdout.on('data', (c) => (output = (output + c).slice(-10000)));
+  proc.stderr.on('data', (c) => (output = (output + c).slice(-10000)));
+  const exited = new Promise((r) => proc.once('exit', r));
+  await until(
+    async () => {
+      if (proc.exitCode !== null) throw new Error(`haproxy exited:\n${output}\n${cfg}`);
+      return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+    },
+    { ms: 10000, what: 'haproxy to listen' },
+  );
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    config: cfg,
+    get output() {
+      return output;
+    },
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGKILL');
+        await exited;
+      }
+      await rm(dir, { recursive: true, force: true });
     },
   };
 }
