@@ -199,6 +199,7 @@ impl Session {
 
     /// Runs the session to its end. The future captures `self` and uses it
     /// in place (an `async fn` taking `self` would hold it twice).
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
     fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
         async move {
             self.node.metrics.connections.inc();
