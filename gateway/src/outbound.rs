@@ -11,13 +11,26 @@
 //! node accepted (a client message up to `max_message_bytes`, a publication
 //! up to the same size), so whatever the node accepts can reach a client
 //! that reads. A session holds at most `limit` bytes, or one larger frame.
+//!
+//! A burst can leave a session's buffers (the queue's and the writer's,
+//! which trade places at every batch) sized for hundreds of frames long
+//! after it is over. Buffers of up to [`KEEP_FRAMES`] frames are kept as
+//! they are; a larger one is cut back to what the batches of the last
+//! [`TRIM_AFTER`] needed, so steady heavy traffic keeps its buffers and
+//! a burst's are given back a second or so after it ends.
 
 use crate::config::OverflowPolicy;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// Frames a session's buffers may hold room for whatever its traffic.
+pub const KEEP_FRAMES: usize = 16;
+/// How long batches are watched before larger buffers are cut back.
+pub const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// One queued frame.
 #[derive(Debug, Clone)]
@@ -78,6 +91,45 @@ pub enum Pushed {
     Closed,
 }
 
+/// Decides when a session's grown buffers are cut back: after
+/// [`TRIM_AFTER`] of batches that all fit in a quarter of the room held,
+/// to the next power of two above the largest of them (at least
+/// [`KEEP_FRAMES`]).
+#[derive(Debug, Default)]
+struct Trim {
+    /// Largest batch taken since `since`.
+    peak: usize,
+    /// Start of the window: when the buffers were last seen grown.
+    since: Option<Instant>,
+}
+
+impl Trim {
+    /// Records a batch of `len` frames taken while the buffers have room
+    /// for `capacity`; returns the capacity to cut them back to, if any.
+    /// `now` is only read for grown buffers.
+    fn observe(
+        &mut self,
+        len: usize,
+        capacity: usize,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<usize> {
+        if capacity <= KEEP_FRAMES {
+            *self = Trim::default();
+            return None;
+        }
+        self.peak = self.peak.max(len);
+        let now = now();
+        let since = *self.since.get_or_insert(now);
+        if now.duration_since(since) < TRIM_AFTER {
+            return None;
+        }
+        let target = self.peak.max(KEEP_FRAMES).next_power_of_two();
+        self.peak = len;
+        self.since = Some(now);
+        (capacity >= 4 * target).then_some(target)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     items: VecDeque<Outbound>,
@@ -90,6 +142,7 @@ struct Inner {
     /// Control work with the id of the client it is for (one queue may
     /// serve several socket.io namespaces of one connection).
     controls: Vec<(u64, Control)>,
+    trim: Trim,
 }
 
 /// The queue.
@@ -197,8 +250,13 @@ impl OutboundQueue {
     }
 
     /// Moves every queued frame to `out`; their bytes still count (as in
-    /// flight) until [`OutboundQueue::written`].
+    /// flight) until [`OutboundQueue::written`]. `out` and the queue trade
+    /// buffers; grown ones are cut back once a burst is over (see [`Trim`]).
     pub fn take(&self, out: &mut VecDeque<Outbound>) {
+        self.take_at(out, Instant::now)
+    }
+
+    fn take_at(&self, out: &mut VecDeque<Outbound>, now: impl FnOnce() -> Instant) {
         let mut q = self.inner.lock();
         q.inflight += q.queued;
         q.queued = 0;
@@ -206,6 +264,26 @@ impl OutboundQueue {
             std::mem::swap(out, &mut q.items);
         } else {
             out.extend(q.items.drain(..));
+        }
+        let capacity = out.capacity().max(q.items.capacity());
+        if let Some(keep) = q.trim.observe(out.len(), capacity, now) {
+            // The queue's buffer is empty here; `out` holds at most `keep`.
+            q.items.shrink_to(keep);
+            out.shrink_to(keep);
+        }
+    }
+
+    /// Gives back the room of empty buffers grown past [`KEEP_FRAMES`]: the
+    /// queue's, and `out` (the writer's) when it is empty too. For a session
+    /// with nothing to send, which takes no batches that would trim them.
+    pub fn release_idle(&self, out: &mut VecDeque<Outbound>) {
+        if out.is_empty() && out.capacity() > KEEP_FRAMES {
+            *out = VecDeque::new();
+        }
+        let mut q = self.inner.lock();
+        if q.items.is_empty() && q.items.capacity() > KEEP_FRAMES {
+            q.items = VecDeque::new();
+            q.trim = Trim::default();
         }
     }
 
@@ -342,6 +420,106 @@ mod tests {
         assert!(q.hold(300), "an echo reply larger than the limit");
         assert!(!q.hold(1), "but nothing more until it is written");
         assert!(q.overflowed());
+    }
+
+    #[test]
+    fn trim_keeps_small_buffers_and_steady_traffic() {
+        let t0 = Instant::now();
+        let mut t = Trim::default();
+        // Small buffers are never looked at, nor the clock read.
+        for _ in 0..100 {
+            assert_eq!(t.observe(1, KEEP_FRAMES, || unreachable!()), None);
+        }
+        // Batches that use the room keep it, however long they go on.
+        for i in 0..100 {
+            let now = t0 + TRIM_AFTER * i / 10;
+            assert_eq!(t.observe(100, 128, || now), None);
+        }
+    }
+
+    #[test]
+    fn trim_cuts_back_after_a_burst() {
+        let t0 = Instant::now();
+        let mut t = Trim::default();
+        assert_eq!(t.observe(400, 512, || t0), None, "the burst itself");
+        assert_eq!(t.observe(3, 512, || t0 + TRIM_AFTER / 2), None);
+        // The window still saw the burst's batch.
+        assert_eq!(t.observe(2, 512, || t0 + TRIM_AFTER), None);
+        // A whole window of small batches: back to what they need.
+        assert_eq!(t.observe(2, 512, || t0 + TRIM_AFTER * 3 / 2), None);
+        assert_eq!(
+            t.observe(20, 512, || t0 + TRIM_AFTER * 2),
+            Some(32),
+            "the next power of two above the window's largest batch"
+        );
+    }
+
+    fn push_n(q: &OutboundQueue, n: usize) {
+        for i in 0..n {
+            let p = publication(10, &i.to_string());
+            assert_eq!(q.push(p, OverflowPolicy::DropOldest), Pushed::Queued);
+        }
+    }
+
+    fn drain(q: &OutboundQueue, out: &mut VecDeque<Outbound>) -> usize {
+        drain_at(q, out, Instant::now())
+    }
+
+    fn drain_at(q: &OutboundQueue, out: &mut VecDeque<Outbound>, now: Instant) -> usize {
+        q.take_at(out, || now);
+        let n: usize = out.iter().map(|o| o.frame.len()).sum();
+        let frames = out.len();
+        out.clear();
+        q.written(n);
+        frames
+    }
+
+    fn room(q: &OutboundQueue, out: &VecDeque<Outbound>) -> usize {
+        out.capacity() + q.inner.lock().items.capacity()
+    }
+
+    #[test]
+    fn a_burst_leaves_no_grown_buffers_behind() {
+        let q = OutboundQueue::new(1 << 20);
+        let mut out = VecDeque::new();
+        // Two batches of a burst grow both buffers.
+        push_n(&q, 500);
+        assert_eq!(drain(&q, &mut out), 500);
+        push_n(&q, 500);
+        assert_eq!(drain(&q, &mut out), 500);
+        assert!(room(&q, &out) >= 1000);
+        // Then ordinary traffic, 50 batches a second, for three windows.
+        let start = Instant::now();
+        for i in 0..150 {
+            push_n(&q, 2);
+            let now = start + Duration::from_millis(20 * i);
+            assert_eq!(drain_at(&q, &mut out, now), 2, "nothing is lost meanwhile");
+        }
+        assert!(
+            room(&q, &out) <= 2 * KEEP_FRAMES,
+            "room for {} frames left",
+            room(&q, &out)
+        );
+    }
+
+    #[test]
+    fn an_idle_session_gives_back_its_buffers() {
+        let q = OutboundQueue::new(1 << 20);
+        let mut out = VecDeque::new();
+        push_n(&q, 300);
+        assert_eq!(drain(&q, &mut out), 300);
+        push_n(&q, 300);
+        q.take(&mut out);
+        // Still being written: nothing is released.
+        q.release_idle(&mut out);
+        assert_eq!(out.len(), 300);
+        assert!(out.capacity() >= 300);
+        out.clear();
+        q.release_idle(&mut out);
+        assert_eq!(room(&q, &out), 0);
+        // And the queue works as before.
+        push_n(&q, 3);
+        assert_eq!(drain(&q, &mut out), 3);
     }
 
     #[test]

@@ -349,8 +349,9 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, mode: Mode) -> Response<
     let proto = negotiated.unwrap_or(Subprotocol::Json);
     let peer = Peer::from_request(&node, remote_addr(&req), "websocket", req.headers())
         .with_token(token_param(&req));
+    // This task only waits for the upgrade; the session gets a task of its
+    // own, which holds none of what this one captured.
     tokio::spawn(async move {
-        let _slot = slot;
         let Some((stream, read_ahead)) = upgraded_stream(fut).await else {
             return;
         };
@@ -363,7 +364,7 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, mode: Mode) -> Response<
             bad_token,
             peer,
         };
-        session::run(node, start).await;
+        session::spawn(node, start, slot);
     });
     let (parts, _) = response.into_parts();
     let mut r = Response::from_parts(parts, Full::new(Bytes::new()));

@@ -12,6 +12,7 @@ use crate::backend::{ConnectInput, Peer};
 use crate::client::{Client, ClientShared};
 use crate::outbound::Outbound;
 use crate::protocol::{Command, CommandError, CommandKind, ErrorCode, ServerEvent, Subprotocol};
+use crate::server::ConnectionSlot;
 use crate::ws::close;
 use crate::ws::frame::{self, FrameReader, Message, OpCode};
 use crate::Node;
@@ -108,82 +109,118 @@ struct Session {
     /// The pipeline was full at the last look (counts each time it fills).
     pipeline_full: bool,
     client_closed: bool,
+    /// A `token` query parameter was given and refused: close at once.
+    bad_token: bool,
+    /// Counts the session against `max_connections` until it is dropped.
+    _slot: ConnectionSlot,
 }
 
-/// Runs a session to its end.
-pub async fn run(node: Arc<Node>, start: Start) {
-    let Start {
-        stream,
-        read_ahead,
-        mode,
-        proto,
-        grant,
-        bad_token,
-        peer,
-    } = start;
-    // The read-ahead is a view into the HTTP layer's whole read buffer:
-    // copy what it holds (usually nothing) and let the buffer go, or every
-    // idle session would keep one alive.
-    let rbuf = BytesMut::from(&read_ahead[..]);
-    drop(read_ahead);
-    let id = node.next_session_id();
-    let shared = Arc::new(ClientShared::new(id, proto, node.config.max_queue_bytes));
-    shared.set_peer(peer);
-    let now = Instant::now();
-    // The backend's Connect hook needs a `connect` command, like JWT auth.
-    let backend_connect = node.backend.is_some() && node.config.backend.connect;
-    let auth_required = (node.auth.is_some() || backend_connect) && mode == Mode::Roomcast;
-    let mut s = Session {
-        reader: FrameReader::new(node.config.max_message_bytes),
-        rbuf,
-        read_hint: 0,
-        data: VecDeque::new(),
-        data_written: 0,
-        ctrl: VecDeque::new(),
-        ctrl_written: 0,
-        connected: false,
-        ping_sent: None,
-        next_ping: now + node.config.ping_interval,
-        auth_deadline: (auth_required && (grant.is_none() || backend_connect))
-            .then(|| now + node.config.connect_timeout),
-        closing: None,
-        close_after: None,
-        pipeline_full: false,
-        client_closed: false,
-        mode,
-        stream,
-        client: Client::new(node.clone(), shared.clone()),
-        shared,
-        node,
-    };
-    match grant {
-        // The backend names the user at `connect`: keep the URL token's
-        // grant until then, unapplied.
-        Some(g) if backend_connect => s.client.grant = Some(g),
-        Some(g) => s.client.authenticate(g),
-        None => {}
+/// Starts a session's task.
+///
+/// The session is built here, outside the task, and the task's future owns
+/// it and the state of its loop and nothing else: everything the upgrade
+/// held (the request's leftovers, the grant, the peer) is gone before the
+/// first poll, so an idle session costs what its loop needs (see
+/// docs/capacity.md for the figures). The close and its wait for the
+/// client's Close run boxed, so their state is only paid for while a
+/// session closes.
+pub fn spawn(node: Arc<Node>, start: Start, slot: ConnectionSlot) {
+    let session = Session::new(node, start, slot);
+    let task = session.run();
+    tracing::trace!(bytes = std::mem::size_of_val(&task), "session task");
+    tokio::spawn(task);
+}
+
+impl Session {
+    fn new(node: Arc<Node>, start: Start, slot: ConnectionSlot) -> Self {
+        let Start {
+            stream,
+            read_ahead,
+            mode,
+            proto,
+            grant,
+            bad_token,
+            peer,
+        } = start;
+        // The read-ahead is a view into the HTTP layer's whole read buffer:
+        // copy what it holds (usually nothing) and let the buffer go, or every
+        // idle session would keep one alive.
+        let rbuf = BytesMut::from(&read_ahead[..]);
+        drop(read_ahead);
+        let id = node.next_session_id();
+        let shared = Arc::new(ClientShared::new(id, proto, node.config.max_queue_bytes));
+        shared.set_peer(peer);
+        let now = Instant::now();
+        // The backend's Connect hook needs a `connect` command, like JWT auth.
+        let backend_connect = node.backend.is_some() && node.config.backend.connect;
+        let auth_required = (node.auth.is_some() || backend_connect) && mode == Mode::Roomcast;
+        let mut s = Session {
+            reader: FrameReader::new(node.config.max_message_bytes),
+            rbuf,
+            read_hint: 0,
+            data: VecDeque::new(),
+            data_written: 0,
+            ctrl: VecDeque::new(),
+            ctrl_written: 0,
+            connected: false,
+            ping_sent: None,
+            next_ping: now + node.config.ping_interval,
+            auth_deadline: (auth_required && (grant.is_none() || backend_connect))
+                .then(|| now + node.config.connect_timeout),
+            closing: None,
+            close_after: None,
+            pipeline_full: false,
+            client_closed: false,
+            bad_token,
+            mode,
+            stream,
+            client: Client::new(node.clone(), shared.clone()),
+            shared,
+            node,
+            _slot: slot,
+        };
+        match grant {
+            // The backend names the user at `connect`: keep the URL token's
+            // grant until then, unapplied.
+            Some(g) if backend_connect => s.client.grant = Some(g),
+            Some(g) => s.client.authenticate(g),
+            None => {}
+        }
+        s
     }
-    s.node.metrics.connections.inc();
-    s.node.metrics.connections_accepted.increment(1);
-    let kind = match s.mode {
-        Mode::Echo => "echo",
-        Mode::Roomcast => proto.name(),
-    };
-    s.node.metrics.sessions.opened(kind, "websocket");
-    let label = if bad_token {
-        s.begin_close(Close::new(4001, "invalid token", "unauthorized"));
-        s.finish().await
-    } else {
-        s.main_loop().await
-    };
-    s.node.metrics.disconnect(label);
-    if label == "ping_timeout" {
-        s.node.metrics.ping_timeouts.increment(1);
+
+    /// The session's metric label.
+    fn kind(&self) -> &'static str {
+        match self.mode {
+            Mode::Echo => "echo",
+            Mode::Roomcast => self.shared.proto.name(),
+        }
     }
-    s.client.end_reason = label;
-    s.cleanup().await;
-    s.node.metrics.connections.dec();
-    s.node.metrics.sessions.closed(kind, "websocket");
+
+    /// Runs the session to its end. The future captures `self` and uses it
+    /// in place (an `async fn` taking `self` would hold it twice).
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            self.node.metrics.connections.inc();
+            self.node.metrics.connections_accepted.increment(1);
+            self.node.metrics.sessions.opened(self.kind(), "websocket");
+            let label = if self.bad_token {
+                self.begin_close(Close::new(4001, "invalid token", "unauthorized"));
+                Box::pin(self.finish()).await
+            } else {
+                self.main_loop().await
+            };
+            self.node.metrics.disconnect(label);
+            if label == "ping_timeout" {
+                self.node.metrics.ping_timeouts.increment(1);
+            }
+            self.client.end_reason = label;
+            self.cleanup().await;
+            self.node.metrics.connections.dec();
+            self.node.metrics.sessions.closed(self.kind(), "websocket");
+        }
+    }
 }
 
 impl Session {
@@ -236,13 +273,10 @@ impl Session {
                 self.begin_close(close);
             }
             if self.closing.is_some() {
-                return self.finish().await;
+                return Box::pin(self.finish()).await;
             }
             if self.data.is_empty() {
                 self.shared.queue.take(&mut self.data);
-                if self.data.capacity() > 256 && self.data.is_empty() {
-                    self.data = VecDeque::new();
-                }
             }
             if self.shared.queue.overflowed() {
                 self.begin_close(Close::new(4008, "slow consumer", "slow_consumer"));
@@ -335,6 +369,9 @@ impl Session {
                 self.begin_close(Close::new(4009, "ping timeout", "ping_timeout"));
             }
         } else if now >= self.next_ping {
+            // A session quiet since a burst took no batch that would have
+            // cut its buffers back: the ping's turn does.
+            self.shared.queue.release_idle(&mut self.data);
             self.ctrl.push_back(frame::encode(OpCode::Ping, b""));
             self.ping_sent = Some(now);
             self.next_ping = now + self.node.config.ping_interval;
@@ -453,7 +490,13 @@ impl Session {
             return Ok(());
         }
         match proto.decode(&payload) {
-            Ok(cmd) => self.command(cmd).await,
+            // The only command that waits (for the backend): boxed, so the
+            // wait's state is not part of every session's.
+            Ok(Command {
+                id,
+                kind: CommandKind::Connect { token, client },
+            }) => Box::pin(self.connect(id, token, client)).await,
+            Ok(cmd) => self.command(cmd),
             Err(CommandError { id, code, message }) => {
                 if self.auth_deadline.is_some() {
                     return Err(Close::new(
@@ -472,9 +515,49 @@ impl Session {
         self.client.error(id, code, message);
     }
 
-    async fn command(&mut self, cmd: Command) -> Result<(), Close> {
+    /// The `connect` command.
+    async fn connect(&mut self, id: u64, token: String, client: String) -> Result<(), Close> {
+        let c = &mut self.client;
+        if self.connected {
+            c.error(id, ErrorCode::BadRequest, "already connected");
+            return Ok(());
+        }
+        let mut grant = None;
+        if let Some(auth) = &self.node.auth {
+            if c.grant.is_none() || !token.is_empty() {
+                match auth.verify(&token) {
+                    Ok(g) => grant = Some(g),
+                    Err(e) => return Err(Close::new(4001, e.to_string(), "unauthorized")),
+                }
+            }
+        }
+        let (grant, rooms) = self.backend_connect(grant, token, client).await?;
+        if let Some(g) = grant {
+            self.authenticate(g);
+        }
+        self.auth_deadline = None;
+        self.connected = true;
+        let ping_interval_ms = self.node.config.ping_interval.as_millis() as u64;
+        self.client.reply(
+            id,
+            &ServerEvent::Connected {
+                client_id: &self.shared.client_id,
+                node: self.node.hub.node_id(),
+                ping_interval_ms,
+            },
+        );
+        for room in rooms {
+            if !self.client.is_member(&room) {
+                self.client.join(room, None, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every command but `connect`: none waits.
+    fn command(&mut self, cmd: Command) -> Result<(), Close> {
         let id = cmd.id;
-        if self.auth_deadline.is_some() && !matches!(cmd.kind, CommandKind::Connect { .. }) {
+        if self.auth_deadline.is_some() {
             return Err(Close::new(
                 4001,
                 "the first command must be connect",
@@ -483,41 +566,7 @@ impl Session {
         }
         let c = &mut self.client;
         match cmd.kind {
-            CommandKind::Connect { token, client } => {
-                if self.connected {
-                    c.error(id, ErrorCode::BadRequest, "already connected");
-                    return Ok(());
-                }
-                let mut grant = None;
-                if let Some(auth) = &self.node.auth {
-                    if c.grant.is_none() || !token.is_empty() {
-                        match auth.verify(&token) {
-                            Ok(g) => grant = Some(g),
-                            Err(e) => return Err(Close::new(4001, e.to_string(), "unauthorized")),
-                        }
-                    }
-                }
-                let (grant, rooms) = Box::pin(self.backend_connect(grant, token, client)).await?;
-                if let Some(g) = grant {
-                    self.authenticate(g);
-                }
-                self.auth_deadline = None;
-                self.connected = true;
-                let ping_interval_ms = self.node.config.ping_interval.as_millis() as u64;
-                self.client.reply(
-                    id,
-                    &ServerEvent::Connected {
-                        client_id: &self.shared.client_id,
-                        node: self.node.hub.node_id(),
-                        ping_interval_ms,
-                    },
-                );
-                for room in rooms {
-                    if !self.client.is_member(&room) {
-                        self.client.join(room, None, 0);
-                    }
-                }
-            }
+            CommandKind::Connect { .. } => unreachable!("handled by Session::connect"),
             CommandKind::Subscribe { room, since } => c.subscribe(room, since, id),
             CommandKind::Unsubscribe { room } => c.unsubscribe(&room, id),
             CommandKind::Publish { room, event, data } => c.publish(room, event, data, id),
